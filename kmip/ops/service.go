@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gemalto/kmip-go/kmip14"
+
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/kmip"
 	"github.com/hsmkms/hsmkms/meta"
@@ -82,4 +84,26 @@ func New(cfg Config) *Service {
 		s.info = "hsmkms"
 	}
 	return s
+}
+
+// Register adds every operation to m.
+func (s *Service) Register(m *kmip.Mux) {
+	for op, h := range map[kmip14.Operation]kmip.HandlerFunc{
+		kmip14.OperationDiscoverVersions: s.discoverVersions,
+		kmip14.OperationQuery:            s.query,
+		kmip14.OperationCreate:           s.create,
+		kmip14.OperationRegister:         s.register,
+		kmip14.OperationGet:              s.get,
+		kmip14.OperationGetAttributes:    s.getAttributes,
+		kmip14.OperationGetAttributeList: s.getAttributeList,
+		kmip14.OperationModifyAttribute:  s.modifyAttribute,
+		kmip14.OperationActivate:         s.activate,
+		kmip14.OperationRevoke:           s.revoke,
+		kmip14.OperationDestroy:          s.destroy,
+		kmip14.OperationLocate:           s.locate,
+		kmip14.OperationEncrypt:          s.encrypt,
+		kmip14.OperationDecrypt:          s.decrypt,
+	} {
+		m.Handle(uint32(op), h)
+	}
 }

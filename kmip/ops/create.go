@@ -1,0 +1,93 @@
+package ops
+
+import (
+	"context"
+
+	"github.com/gemalto/kmip-go/kmip14"
+
+	"github.com/hsmkms/hsmkms/kmip"
+	"github.com/hsmkms/hsmkms/kmip/msg"
+	"github.com/hsmkms/hsmkms/meta"
+)
+
+// create generates a symmetric key inside the token (KMIP Create).
+func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
+	ot := it.Payload.Child(kmip14.TagObjectType)
+	if ot == nil || ot.Type != msg.TypeEnumeration {
+		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Create needs an Object Type")
+	}
+	if kmip14.ObjectType(ot.Int) != kmip14.ObjectTypeSymmetricKey {
+		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Create makes Symmetric Keys; use Register for %v", kmip14.ObjectType(ot.Int))
+	}
+	in, err := templateAttrs(it.Payload.Child(kmip14.TagTemplateAttribute))
+	if err != nil {
+		return nil, err
+	}
+	o := &meta.Object{Type: uint32(kmip14.ObjectTypeSymmetricKey), Format: uint32(kmip14.KeyFormatTypeRaw)}
+	if err := applyAttrs(o, in, it.Version); err != nil {
+		return nil, err
+	}
+	if o.Algorithm == 0 {
+		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Create needs a Cryptographic Algorithm")
+	}
+	if kmip14.CryptographicAlgorithm(o.Algorithm) != kmip14.CryptographicAlgorithmAES {
+		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "cryptographic algorithm %v is not supported for Create; use AES", kmip14.CryptographicAlgorithm(o.Algorithm))
+	}
+	switch o.Length {
+	case 128, 192, 256:
+	default:
+		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "AES keys are 128, 192 or 256 bits, not %d", o.Length)
+	}
+	w, err := s.keys.Generate(ctx, int(o.Length))
+	if err != nil {
+		return nil, err
+	}
+	o.Wrapped, o.KEK = w.Blob, w.KEK
+	if err := s.finishNew(ctx, o, it.Version); err != nil {
+		return nil, err
+	}
+	return msg.Struct(kmip14.TagResponsePayload,
+		msg.Enum(kmip14.TagObjectType, o.Type),
+		msg.Text(kmip14.TagUniqueIdentifier, o.ID)), nil
+}
+
+// finishNew gives a new object its identity, owner, dates, state and digest, and stores
+// it. The digest is computed by the token before the transaction so that Get Attributes
+// can answer it even after the material is destroyed.
+func (s *Service) finishNew(ctx context.Context, o *meta.Object, v msg.Version) error {
+	id, err := newID()
+	if err != nil {
+		return err
+	}
+	o.ID = id
+	o.Owner = s.caller(ctx).identity
+	now := s.now().UTC()
+	o.Created, o.Updated = now, now
+	o.State = uint32(kmip14.StatePreActive)
+	if !o.Activation.IsZero() && !o.Activation.After(now) {
+		o.State = uint32(kmip14.StateActive)
+	}
+	digest, err := s.keys.Digest(ctx, keyOf(o))
+	if err != nil {
+		return err
+	}
+	format := kmip14.KeyFormatType(o.Format)
+	if format == kmip14.KeyFormatTypeTransparentSymmetricKey {
+		format = kmip14.KeyFormatTypeRaw
+	}
+	setGeneric(o, attrDigest, 0, structVal(
+		msg.Enum(kmip14.TagHashingAlgorithm, uint32(kmip14.HashingAlgorithmSHA_256)),
+		msg.Bytes(kmip14.TagDigestValue, digest),
+		msg.Enum(kmip14.TagKeyFormatType, uint32(format))))
+	alwaysSensitive := genericBool(o, attrSensitive, false)
+	neverExtractable := !genericBool(o, attrExtractable, true)
+	setGeneric(o, attrAlwaysSensitive, 0, boolVal(alwaysSensitive))
+	setGeneric(o, attrNeverExtractable, 0, boolVal(neverExtractable))
+	err = s.store.Update(ctx, func(tx *meta.Tx) error { return tx.Create(o) })
+	if err != nil {
+		s.keys.Forget(o.ID)
+		return err
+	}
+	s.log.DebugContext(ctx, "object created", "object_id", o.ID, "kmip_version", v.String())
+	return nil
+}

@@ -1,0 +1,77 @@
+package ops
+
+import (
+	"context"
+
+	"github.com/gemalto/kmip-go/kmip14"
+
+	"github.com/hsmkms/hsmkms/kmip"
+	"github.com/hsmkms/hsmkms/kmip/msg"
+)
+
+// get returns an object with its key material (KMIP Get). It is the only caller of
+// Keys.ExportPlain.
+func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
+	id, err := uid(it)
+	if err != nil {
+		return nil, err
+	}
+	if it.Payload.Child(kmip14.TagKeyWrappingSpecification) != nil {
+		return nil, kmip.Errorf(kmip14.ResultReasonFeatureNotSupported, "Get with a Key Wrapping Specification is not supported yet")
+	}
+	o, err := s.view(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if destroyed(o) || o.Wrapped == nil {
+		return nil, kmip.Errorf(kmip14.ResultReasonItemNotFound, "object %q has been destroyed; only its attributes remain", id)
+	}
+	if genericBool(o, attrSensitive, false) {
+		return nil, kmip.Errorf(kmip14.ResultReasonPermissionDenied, "object %q is Sensitive: its key material cannot be returned", id)
+	}
+	if !genericBool(o, attrExtractable, true) {
+		return nil, kmip.Errorf(kmip14.ResultReasonPermissionDenied, "object %q is not Extractable: it can only be used inside the server", id)
+	}
+	format := kmip14.KeyFormatType(o.Format)
+	if f := it.Payload.Child(kmip14.TagKeyFormatType); f != nil {
+		format = kmip14.KeyFormatType(f.Int)
+	}
+	if c := it.Payload.Child(kmip14.TagKeyCompressionType); c != nil {
+		return nil, kmip.Errorf(kmip14.ResultReasonKeyCompressionTypeNotSupported, "key compression applies to elliptic curve keys only")
+	}
+	ot := kmip14.ObjectType(o.Type)
+	switch {
+	case ot == kmip14.ObjectTypeSymmetricKey && (format == kmip14.KeyFormatTypeRaw || format == kmip14.KeyFormatTypeTransparentSymmetricKey):
+	case ot == kmip14.ObjectTypeSecretData && (format == kmip14.KeyFormatTypeRaw || format == kmip14.KeyFormatTypeOpaque):
+	default:
+		return nil, kmip.Errorf(kmip14.ResultReasonKeyFormatTypeNotSupported, "%v objects cannot be returned in %v format", ot, format)
+	}
+	material, err := s.keys.ExportPlain(ctx, keyOf(o))
+	if err != nil {
+		return nil, err
+	}
+	km := msg.Bytes(kmip14.TagKeyMaterial, material)
+	if format == kmip14.KeyFormatTypeTransparentSymmetricKey {
+		km = msg.Struct(kmip14.TagKeyMaterial, msg.Bytes(kmip14.TagKey, material))
+	}
+	// CLIENTS.md W6: Key Value holds only the material; algorithm and length follow it.
+	block := msg.Struct(kmip14.TagKeyBlock,
+		msg.Enum(kmip14.TagKeyFormatType, uint32(format)),
+		msg.Struct(kmip14.TagKeyValue, km))
+	if o.Algorithm != 0 {
+		block.Children = append(block.Children, msg.Enum(kmip14.TagCryptographicAlgorithm, o.Algorithm))
+	}
+	if o.Length != 0 {
+		block.Children = append(block.Children, msg.Int(kmip14.TagCryptographicLength, o.Length))
+	}
+	var obj *msg.Node
+	if ot == kmip14.ObjectTypeSecretData {
+		obj = msg.Struct(kmip14.TagSecretData, msg.Enum(kmip14.TagSecretDataType, o.SecretType), block)
+	} else {
+		obj = msg.Struct(kmip14.TagSymmetricKey, block)
+	}
+	return msg.Struct(kmip14.TagResponsePayload,
+		msg.Enum(kmip14.TagObjectType, o.Type),
+		msg.Text(kmip14.TagUniqueIdentifier, id),
+		obj), nil
+}

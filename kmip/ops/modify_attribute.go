@@ -1,0 +1,81 @@
+package ops
+
+import (
+	"context"
+
+	"github.com/gemalto/kmip-go/kmip14"
+
+	"github.com/hsmkms/hsmkms/kmip"
+	"github.com/hsmkms/hsmkms/kmip/msg"
+	"github.com/hsmkms/hsmkms/meta"
+)
+
+// modifyAttribute changes the value of an existing attribute instance (KMIP Modify
+// Attribute). Dates that drive the lifecycle may only change while they are still in
+// the future and the object has not reached the state they lead to; once a key is
+// active its Activation Date is history and the change is denied.
+func (s *Service) modifyAttribute(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
+	id, err := uid(it)
+	if err != nil {
+		return nil, err
+	}
+	an := it.Payload.Child(kmip14.TagAttribute)
+	if an == nil {
+		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Modify Attribute needs an Attribute")
+	}
+	a, err := parseAttribute(an)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkValue(a); err != nil {
+		return nil, err
+	}
+	spec, known := specs[a.name]
+	if !isCustom(a.name) && (!known || !spec.modifiable) {
+		return nil, kmip.Errorf(kmip14.ResultReasonPermissionDenied, "attribute %q cannot be modified by a client", a.name)
+	}
+	o, err := s.mutate(ctx, id, func(o *meta.Object) error {
+		if destroyed(o) {
+			return kmip.Errorf(kmip14.ResultReasonPermissionDenied, "object %q is destroyed", id)
+		}
+		now := s.now().UTC()
+		switch a.name {
+		case attrActivationDate:
+			if kmip14.State(o.State) != kmip14.StatePreActive {
+				return kmip.Errorf(kmip14.ResultReasonPermissionDenied, "the Activation Date of a %v object cannot change", kmip14.State(o.State))
+			}
+			o.Activation = a.value.Time()
+			if !o.Activation.After(now) {
+				o.State = uint32(kmip14.StateActive)
+			}
+			return nil
+		case attrDeactivationDate:
+			if st := kmip14.State(o.State); st != kmip14.StatePreActive && st != kmip14.StateActive {
+				return kmip.Errorf(kmip14.ResultReasonPermissionDenied, "the Deactivation Date of a %v object cannot change", st)
+			}
+			o.Deactivation = a.value.Time()
+			return nil
+		}
+		found := false
+		for _, x := range o.Attrs {
+			if x.Name == a.name && x.Index == a.index {
+				found = true
+			}
+		}
+		if !found {
+			return kmip.Errorf(kmip14.ResultReasonItemNotFound, "object %q has no attribute %q with index %d", id, a.name, a.index)
+		}
+		setGeneric(o, a.name, a.index, a.value)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := attr{name: a.name, index: a.index, value: a.value}
+	for _, x := range attributes(o) {
+		if x.name == a.name && x.index == a.index {
+			out = x
+		}
+	}
+	return msg.Struct(kmip14.TagResponsePayload, msg.Text(kmip14.TagUniqueIdentifier, id), out.node()), nil
+}
