@@ -38,12 +38,12 @@ func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 	default:
 		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "AES keys are 128, 192 or 256 bits, not %d", o.Length)
 	}
-	w, err := s.keys.Generate(ctx, int(o.Length))
+	w, digest, err := s.keys.Generate(ctx, int(o.Length))
 	if err != nil {
 		return nil, err
 	}
 	o.Wrapped, o.KEK = w.Blob, w.KEK
-	if err := s.finishNew(ctx, o, it.Version); err != nil {
+	if err := s.finishNew(ctx, o, digest, it.Version); err != nil {
 		return nil, err
 	}
 	return msg.Struct(kmip14.TagResponsePayload,
@@ -51,10 +51,10 @@ func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 		msg.Text(kmip14.TagUniqueIdentifier, o.ID)), nil
 }
 
-// finishNew gives a new object its identity, owner, dates, state and digest, and stores
-// it. The digest is computed by the token before the transaction so that Get Attributes
-// can answer it even after the material is destroyed.
-func (s *Service) finishNew(ctx context.Context, o *meta.Object, v msg.Version) error {
+// finishNew gives a new object its identity, owner, dates, state and Digest attribute
+// (SHA-256 of the key value, kept so Get Attributes answers it even after Destroy), and
+// stores it.
+func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, v msg.Version) error {
 	id, err := newID()
 	if err != nil {
 		return err
@@ -66,10 +66,6 @@ func (s *Service) finishNew(ctx context.Context, o *meta.Object, v msg.Version) 
 	o.State = uint32(kmip14.StatePreActive)
 	if !o.Activation.IsZero() && !o.Activation.After(now) {
 		o.State = uint32(kmip14.StateActive)
-	}
-	digest, err := s.keys.Digest(ctx, keyOf(o))
-	if err != nil {
-		return err
 	}
 	format := kmip14.KeyFormatType(o.Format)
 	if format == kmip14.KeyFormatTypeTransparentSymmetricKey {

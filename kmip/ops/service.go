@@ -14,10 +14,9 @@ import (
 
 // Keys is what the operations need from the token. *hsm.Token implements it.
 type Keys interface {
-	Generate(ctx context.Context, bits int) (hsm.Wrapped, error)
+	Generate(ctx context.Context, bits int) (w hsm.Wrapped, digest []byte, err error)
 	Import(ctx context.Context, kind hsm.KeyKind, material []byte) (hsm.Wrapped, error)
 	ExportPlain(ctx context.Context, k hsm.Key) ([]byte, error)
-	Digest(ctx context.Context, k hsm.Key) ([]byte, error)
 	Encrypt(ctx context.Context, r hsm.CipherRequest) (hsm.CipherResult, error)
 	Decrypt(ctx context.Context, r hsm.CipherRequest) ([]byte, error)
 	Random(ctx context.Context, n int) ([]byte, error)
