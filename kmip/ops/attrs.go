@@ -40,7 +40,14 @@ const (
 	attrContact          = "Contact Information"
 	attrOriginalCreation = "Original Creation Date"
 	attrFresh            = "Fresh"
+	attrLeaseTime        = "Lease Time"
+	attrRNG              = "Random Number Generator"
 )
+
+// leaseTime is the Lease Time given to every key: how long a client may keep using
+// material it fetched before it should check the key's state again. mongod and Percona
+// poll every 900 s by default, well inside it.
+const leaseTime = 3600
 
 // attrSpec says what the server knows about an attribute: the version that introduced
 // it, whether clients may set it at Create/Register, modify it later, and whether it
@@ -79,6 +86,8 @@ var specs = map[string]attrSpec{
 	"Protect Stop Date":                {since: v10, settable: true, modifiable: true},
 	"Link":                             {since: v10, settable: true, modifiable: true, multi: true},
 	attrFresh:                          {since: v11},
+	attrLeaseTime:                      {since: v10},
+	attrRNG:                            {since: v13},
 	"Alternative Name":                 {since: v12, settable: true, modifiable: true, multi: true},
 	attrOriginalCreation:               {since: v13, settable: true},
 	"Description":                      {since: v14, settable: true, modifiable: true},
@@ -195,7 +204,7 @@ func selectAttrs(o *meta.Object, names []string, v msg.Version) []attr {
 	if len(names) == 0 {
 		for _, a := range all {
 			if definedIn(a.name, v) {
-				out = append(out, a)
+				out = append(out, forVersion(a, v))
 			}
 		}
 		return out
@@ -208,11 +217,27 @@ func selectAttrs(o *meta.Object, names []string, v msg.Version) []attr {
 		seen[want] = true
 		for _, a := range all {
 			if a.name == want {
-				out = append(out, a)
+				out = append(out, forVersion(a, v))
 			}
 		}
 	}
 	return out
+}
+
+// forVersion drops the parts of an attribute value that version v does not define:
+// Digest gained its Key Format Type in KMIP 1.1.
+func forVersion(a attr, v msg.Version) attr {
+	if a.name == attrDigest && !v.AtLeast(1, 1) {
+		c := *a.value
+		c.Children = nil
+		for _, ch := range a.value.Children {
+			if ch.Tag != kmip14.TagKeyFormatType {
+				c.Children = append(c.Children, ch)
+			}
+		}
+		a.value = &c
+	}
+	return a
 }
 
 // parseAttribute reads one 1.x Attribute structure.

@@ -43,7 +43,7 @@ func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 		return nil, err
 	}
 	o.Wrapped, o.KEK = w.Blob, w.KEK
-	if err := s.finishNew(ctx, o, digest, it.Version); err != nil {
+	if err := s.finishNew(ctx, o, digest, true, it.Version); err != nil {
 		return nil, err
 	}
 	return msg.Struct(kmip14.TagResponsePayload,
@@ -54,7 +54,7 @@ func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 // finishNew gives a new object its identity, owner, dates, state and Digest attribute
 // (SHA-256 of the key value, kept so Get Attributes answers it even after Destroy), and
 // stores it.
-func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, v msg.Version) error {
+func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, generated bool, v msg.Version) error {
 	id, err := newID()
 	if err != nil {
 		return err
@@ -75,10 +75,22 @@ func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, 
 		msg.Enum(kmip14.TagHashingAlgorithm, uint32(kmip14.HashingAlgorithmSHA_256)),
 		msg.Bytes(kmip14.TagDigestValue, digest),
 		msg.Enum(kmip14.TagKeyFormatType, uint32(format))))
-	alwaysSensitive := genericBool(o, attrSensitive, false)
-	neverExtractable := !genericBool(o, attrExtractable, true)
-	setGeneric(o, attrAlwaysSensitive, 0, boolVal(alwaysSensitive))
-	setGeneric(o, attrNeverExtractable, 0, boolVal(neverExtractable))
+	sensitive := genericBool(o, attrSensitive, false)
+	extractable := genericBool(o, attrExtractable, true)
+	setGeneric(o, attrSensitive, 0, boolVal(sensitive))
+	setGeneric(o, attrExtractable, 0, boolVal(extractable))
+	setGeneric(o, attrAlwaysSensitive, 0, boolVal(sensitive))
+	setGeneric(o, attrNeverExtractable, 0, boolVal(!extractable))
+	setGeneric(o, attrFresh, 0, boolVal(true))
+	setGeneric(o, attrLeaseTime, 0, val(msg.Interval(0, leaseTime)))
+	if !hasGeneric(o, attrOriginalCreation) {
+		setGeneric(o, attrOriginalCreation, 0, dateVal(now))
+	}
+	if generated {
+		// Which generator the token uses is the token's own business; saying
+		// Unspecified is true for every HSM.
+		setGeneric(o, attrRNG, 0, structVal(msg.Enum(kmip14.TagRNGAlgorithm, uint32(kmip14.RNGAlgorithmUnspecified))))
+	}
 	err = s.store.Update(ctx, func(tx *meta.Tx) error { return tx.Create(o) })
 	if err != nil {
 		s.keys.Forget(o.ID)
@@ -86,4 +98,13 @@ func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, 
 	}
 	s.log.DebugContext(ctx, "object created", "object_id", o.ID, "kmip_version", v.String())
 	return nil
+}
+
+func hasGeneric(o *meta.Object, name string) bool {
+	for _, a := range o.Attrs {
+		if a.Name == name {
+			return true
+		}
+	}
+	return false
 }

@@ -19,14 +19,15 @@ type cipherParams struct {
 	tagLen   int
 }
 
-// parseParams applies CLIENTS.md W9: no Cryptographic Parameters means AES-CBC with
-// PKCS5 padding and a server-generated IV, which is what mongod's audit-log encryption
-// and libmongocrypt's delegated mode rely on.
+// parseParams applies CLIENTS.md W9: no Cryptographic Parameters at all means AES-CBC
+// with PKCS5 padding and a server-generated IV, which is what mongod's audit-log
+// encryption relies on. Parameters that are present but name no Padding Method mean no
+// padding, as the KMIP profiles' test cases expect.
 func parseParams(p *msg.Node) (cipherParams, error) {
-	cp := cipherParams{mode: hsm.ModeCBC, pad: true}
 	if p == nil {
-		return cp, nil
+		return cipherParams{mode: hsm.ModeCBC, pad: true}, nil
 	}
+	cp := cipherParams{mode: hsm.ModeCBC}
 	if a := p.Child(kmip14.TagCryptographicAlgorithm); a != nil && kmip14.CryptographicAlgorithm(a.Int) != kmip14.CryptographicAlgorithmAES {
 		return cp, kmip.Errorf(kmip14.ResultReasonInvalidField, "cryptographic algorithm %v is not supported; use AES", kmip14.CryptographicAlgorithm(a.Int))
 	}

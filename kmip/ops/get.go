@@ -7,6 +7,7 @@ import (
 
 	"github.com/hsmkms/hsmkms/kmip"
 	"github.com/hsmkms/hsmkms/kmip/msg"
+	"github.com/hsmkms/hsmkms/meta"
 )
 
 // get returns an object with its key material (KMIP Get). It is the only caller of
@@ -49,6 +50,17 @@ func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	material, err := s.keys.ExportPlain(ctx, keyOf(o))
 	if err != nil {
 		return nil, err
+	}
+	if genericBool(o, attrFresh, false) {
+		// The key has now been served to a client: it is no longer Fresh. Only the
+		// first Get of a key pays for this write.
+		if _, err := s.mutate(ctx, id, func(o *meta.Object) error {
+			setGeneric(o, attrFresh, 0, boolVal(false))
+			return nil
+		}); err != nil {
+			clear(material)
+			return nil, err
+		}
 	}
 	km := msg.Bytes(kmip14.TagKeyMaterial, material)
 	if format == kmip14.KeyFormatTypeTransparentSymmetricKey {

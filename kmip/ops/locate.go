@@ -58,7 +58,10 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 			f.Attrs = append(f.Attrs, meta.Attr{Name: a.name, Value: encodeValue(a.value)})
 		}
 	}
-	post := len(typed) > 0
+	// From 1.3 a reply to a request that pages (Maximum or Offset Items) says how many
+	// objects matched in all, so the query runs unpaged and is paged here.
+	counted := it.Version.AtLeast(1, 3) && (f.Limit > 0 || f.Offset > 0)
+	post := len(typed) > 0 || counted
 	limit, offset := f.Limit, f.Offset
 	if post {
 		f.Limit, f.Offset = 0, 0
@@ -70,6 +73,10 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 		if err != nil || !post {
 			ids = found
 			return err
+		}
+		if len(typed) == 0 {
+			ids = found
+			return nil
 		}
 		for _, id := range found {
 			o, err := tx.Get(id)
@@ -86,6 +93,7 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 	if err != nil {
 		return nil, err
 	}
+	total := len(ids)
 	if post {
 		if offset >= len(ids) {
 			ids = nil
@@ -97,8 +105,8 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 		}
 	}
 	out := msg.Struct(kmip14.TagResponsePayload)
-	if it.Version.AtLeast(1, 3) {
-		out.Children = append(out.Children, msg.Int(kmip14.TagLocatedItems, int32(len(ids))))
+	if counted {
+		out.Children = append(out.Children, msg.Int(kmip14.TagLocatedItems, int32(total)))
 	}
 	for _, id := range ids {
 		out.Children = append(out.Children, msg.Text(kmip14.TagUniqueIdentifier, id))

@@ -343,19 +343,21 @@ func TestLocate(t *testing.T) {
 	b := f.create("ops", nameAttr("beta"))
 	f.must("ops", v12, kmip14.OperationActivate, uidNode(b))
 	tests := []struct {
-		name  string
-		v     msg.Version
-		query []*msg.Node
-		want  []string
+		name    string
+		v       msg.Version
+		query   []*msg.Node
+		want    []string
+		located int64 // Located Items expected in the reply; -1: absent
 	}{
-		{"by name", v12, []*msg.Node{nameAttr("alpha")}, []string{a}},
-		{"by state", v12, []*msg.Node{attribute("State", msg.Enum(0, uint32(kmip14.StateActive)))}, []string{b}},
-		{"by type newest first", v12, []*msg.Node{attribute("Object Type", msg.Enum(0, uint32(kmip14.ObjectTypeSymmetricKey)))}, []string{b, a}},
-		{"maximum items", v12, []*msg.Node{msg.Int(kmip14.TagMaximumItems, 1)}, []string{b}},
+		{"by name", v12, []*msg.Node{nameAttr("alpha")}, []string{a}, -1},
+		{"by state", v12, []*msg.Node{attribute("State", msg.Enum(0, uint32(kmip14.StateActive)))}, []string{b}, -1},
+		{"by type newest first", v12, []*msg.Node{attribute("Object Type", msg.Enum(0, uint32(kmip14.ObjectTypeSymmetricKey)))}, []string{b, a}, -1},
+		{"maximum items", v12, []*msg.Node{msg.Int(kmip14.TagMaximumItems, 1)}, []string{b}, -1},
 		{"by algorithm and length", v12, []*msg.Node{
 			attribute("Cryptographic Algorithm", msg.Enum(0, uint32(kmip14.CryptographicAlgorithmAES))),
-			attribute("Cryptographic Length", msg.Int(0, 128))}, nil},
-		{"1.4 reports located items", v14, []*msg.Node{nameAttr("beta")}, []string{b}},
+			attribute("Cryptographic Length", msg.Int(0, 128))}, nil, -1},
+		{"1.4 without paging omits located items", v14, []*msg.Node{nameAttr("beta")}, []string{b}, -1},
+		{"1.4 paging counts every match", v14, []*msg.Node{msg.Int(kmip14.TagMaximumItems, 1), msg.Int(kmip14.TagOffsetItems, 1)}, []string{a}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -373,8 +375,8 @@ func TestLocate(t *testing.T) {
 				}
 			}
 			li := out.Child(kmip14.TagLocatedItems)
-			if tc.v.AtLeast(1, 3) != (li != nil) {
-				t.Fatalf("Located Items present=%v in %v", li != nil, tc.v)
+			if (tc.located < 0) != (li == nil) || li != nil && li.Int != tc.located {
+				t.Fatalf("Located Items %v, want %d", li, tc.located)
 			}
 		})
 	}

@@ -69,7 +69,7 @@ func (s *Service) register(ctx context.Context, it *kmip.Item) (*msg.Node, error
 		return nil, err
 	}
 	o.Wrapped, o.KEK = w.Blob, w.KEK
-	if err := s.finishNew(ctx, o, digest[:], it.Version); err != nil {
+	if err := s.finishNew(ctx, o, digest[:], false, it.Version); err != nil {
 		return nil, err
 	}
 	return msg.Struct(kmip14.TagResponsePayload, msg.Text(kmip14.TagUniqueIdentifier, o.ID)), nil
