@@ -186,12 +186,29 @@ func attributes(o *meta.Object) []attr {
 		out = append(out, attr{name: attrRevocationReason, value: structVal(
 			msg.Enum(kmip14.TagRevocationReasonCode, o.RevocationReason), m)})
 	}
+	stored := map[string]bool{}
 	for _, a := range o.Attrs {
 		n, err := msg.Decode(a.Value)
 		if err != nil {
 			continue // written by us; cannot happen short of disk corruption, which SQLite detects
 		}
+		stored[a.Name] = true
 		out = append(out, attr{name: a.Name, index: a.Index, value: n})
+	}
+	if hasMaterial(o.Type) {
+		for _, d := range []attr{
+			{name: attrSensitive, value: boolVal(false)},
+			{name: attrExtractable, value: boolVal(true)},
+			{name: attrAlwaysSensitive, value: boolVal(false)},
+			{name: attrNeverExtractable, value: boolVal(false)},
+			{name: attrFresh, value: boolVal(true)},
+			{name: attrLeaseTime, value: val(msg.Interval(0, leaseTime))},
+			{name: attrOriginalCreation, value: dateVal(o.Created)},
+		} {
+			if !stored[d.name] {
+				out = append(out, d)
+			}
+		}
 	}
 	return out
 }

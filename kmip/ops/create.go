@@ -75,16 +75,14 @@ func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, 
 		msg.Enum(kmip14.TagHashingAlgorithm, uint32(kmip14.HashingAlgorithmSHA_256)),
 		msg.Bytes(kmip14.TagDigestValue, digest),
 		msg.Enum(kmip14.TagKeyFormatType, uint32(format))))
-	sensitive := genericBool(o, attrSensitive, false)
-	extractable := genericBool(o, attrExtractable, true)
-	setGeneric(o, attrSensitive, 0, boolVal(sensitive))
-	setGeneric(o, attrExtractable, 0, boolVal(extractable))
-	setGeneric(o, attrAlwaysSensitive, 0, boolVal(sensitive))
-	setGeneric(o, attrNeverExtractable, 0, boolVal(!extractable))
-	setGeneric(o, attrFresh, 0, boolVal(true))
-	setGeneric(o, attrLeaseTime, 0, val(msg.Interval(0, leaseTime)))
-	if !hasGeneric(o, attrOriginalCreation) {
-		setGeneric(o, attrOriginalCreation, 0, dateVal(now))
+	// Attributes with a default (Sensitive, Extractable, Fresh, Lease Time, Original
+	// Creation Date) are stored only when they differ from it; attributes() supplies
+	// the rest, which keeps a Create to a few rows.
+	if genericBool(o, attrSensitive, false) {
+		setGeneric(o, attrAlwaysSensitive, 0, boolVal(true))
+	}
+	if !genericBool(o, attrExtractable, true) {
+		setGeneric(o, attrNeverExtractable, 0, boolVal(true))
 	}
 	if generated {
 		// Which generator the token uses is the token's own business; saying
@@ -98,13 +96,4 @@ func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, 
 	}
 	s.log.DebugContext(ctx, "object created", "object_id", o.ID, "kmip_version", v.String())
 	return nil
-}
-
-func hasGeneric(o *meta.Object, name string) bool {
-	for _, a := range o.Attrs {
-		if a.Name == name {
-			return true
-		}
-	}
-	return false
 }

@@ -51,7 +51,7 @@ func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if genericBool(o, attrFresh, false) {
+	if genericBool(o, attrFresh, true) {
 		// The key has now been served to a client: it is no longer Fresh. Only the
 		// first Get of a key pays for this write.
 		if _, err := s.mutate(ctx, id, func(o *meta.Object) error {

@@ -57,8 +57,8 @@ func (s *Service) modifyAttribute(ctx context.Context, it *kmip.Item) (*msg.Node
 			return nil
 		}
 		found := false
-		for _, x := range o.Attrs {
-			if x.Name == a.name && x.Index == a.index {
+		for _, x := range attributes(o) {
+			if x.name == a.name && x.index == a.index {
 				found = true
 			}
 		}
@@ -66,6 +66,14 @@ func (s *Service) modifyAttribute(ctx context.Context, it *kmip.Item) (*msg.Node
 			return kmip.Errorf(kmip14.ResultReasonItemNotFound, "object %q has no attribute %q with index %d", id, a.name, a.index)
 		}
 		setGeneric(o, a.name, a.index, a.value)
+		// Always Sensitive and Never Extractable record history: once broken they
+		// stay false.
+		if a.name == attrSensitive && a.value.Int == 0 {
+			setGeneric(o, attrAlwaysSensitive, 0, boolVal(false))
+		}
+		if a.name == attrExtractable && a.value.Int == 1 {
+			setGeneric(o, attrNeverExtractable, 0, boolVal(false))
+		}
 		return nil
 	})
 	if err != nil {

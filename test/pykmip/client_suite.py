@@ -52,7 +52,7 @@ def undecodable():
 KMIP14_ATTRIBUTES_UNKNOWN_TO_PYKMIP = (
     "Always Sensitive", "Extractable", "Never Extractable",
     "Random Number Generator", "PKCS#12 Friendly Name", "Description",
-    "Comment",
+    "Comment", "Original Creation Date",
 )
 
 UNDECODABLE = undecodable()
@@ -137,10 +137,17 @@ class Suite:
                       % (uid, e))
         except Exception as e:
             # PyKMIP raises a bare Exception naming the attribute it lacks.
-            lacked = str(e).removeprefix("No value type for ")
-            if str(e).startswith("No value type for ") and \
-                    lacked in UNDECODABLE_ENUM_NAMES:
-                raise ClientCannotDecode(lacked)
+            msg = str(e)
+            for prefix in ("No value type for ", "Unrecognized attribute type "):
+                lacked = msg.removeprefix(prefix)
+                if msg.startswith(prefix) and lacked in UNDECODABLE_ENUM_NAMES:
+                    raise ClientCannotDecode(lacked)
+            # PyKMIP 0.10 decodes Digest as if every version had its Key Format
+            # Type, which KMIP 1.0 does not define (the OASIS 1.0 test cases
+            # have none), so at 1.0 it runs off the end of the Digest value.
+            if self.args.version == "1.0" and not names and \
+                    msg == "unpack requires a buffer of 4 bytes":
+                raise ClientCannotDecode("Digest")
             self.fail("get_attributes %s: %s: %s"
                       % (uid, type(e).__name__, e))
         self.expect(got_uid == uid, "get_attributes echoes the identifier %r"
@@ -163,10 +170,12 @@ class Suite:
         try:
             return self.attrs(c, uid)
         except ClientCannotDecode as e:
+            lacked = e.name
             self.ok("known PyKMIP 0.10 limitation: cannot decode attribute "
-                    "%r in a full Get Attributes reply" % e.name)
+                    "%r in a full Get Attributes reply" % lacked)
         listed = self.call("get_attribute_list", c.get_attribute_list, uid)
-        names = [n for n in listed if n not in UNDECODABLE]
+        skip = UNDECODABLE | ({"Digest"} if lacked == "Digest" else set())
+        names = [n for n in listed if n not in skip]
         return self.attrs(c, uid, names)
 
     def state(self, c, uid):
