@@ -67,16 +67,26 @@ func load(tx *meta.Tx, c caller, id string, now time.Time) (*meta.Object, error)
 	return o, nil
 }
 
-// view loads one object for reading.
+// view loads one object for reading, from the cache when the caller may see it there.
 func (s *Service) view(ctx context.Context, id string) (*meta.Object, error) {
 	c := s.caller(ctx)
+	now := s.now()
+	if o, ok := s.cache.get(id); ok && (c.admin || o.Owner == c.identity) {
+		settle(o, now)
+		return o, nil
+	}
+	gen := s.cache.generation()
 	var o *meta.Object
 	err := s.store.View(ctx, func(tx *meta.Tx) error {
 		var err error
-		o, err = load(tx, c, id, s.now())
+		o, err = load(tx, c, id, now)
 		return err
 	})
-	return o, err
+	if err != nil {
+		return nil, err
+	}
+	s.cache.put(o, gen)
+	return o, nil
 }
 
 // mutate loads an object, lets fn change it and writes it back with a new Last Change
@@ -96,6 +106,8 @@ func (s *Service) mutate(ctx context.Context, id string, fn func(o *meta.Object)
 		out = o
 		return tx.Put(o)
 	})
+	// Whether or not it committed, the cached copy may no longer be the truth.
+	s.cache.invalidate(id)
 	return out, err
 }
 

@@ -416,3 +416,25 @@ func contains(list []string, s string) bool {
 }
 
 func (f *fixture) now() time.Time { return time.Now() }
+
+// TestReadsSeeWrites polls state (as mongod does) while another client moves the key
+// through its lifecycle: every poll sees a state at least as new as the last write
+// acknowledged before it started.
+func TestReadsSeeWrites(t *testing.T) {
+	f := newFixture(t)
+	for range 20 {
+		id := f.create("app")
+		if st := f.state("app", id); st != kmip14.StatePreActive {
+			t.Fatalf("state %v", st)
+		}
+		f.must("app", v12, kmip14.OperationActivate, uidNode(id))
+		if st := f.state("app", id); st != kmip14.StateActive {
+			t.Fatalf("state after activate %v", st)
+		}
+		f.must("app", v12, kmip14.OperationRevoke, uidNode(id), msg.Struct(kmip14.TagRevocationReason,
+			msg.Enum(kmip14.TagRevocationReasonCode, uint32(kmip14.RevocationReasonCodeSuperseded))))
+		if st := f.state("app", id); st != kmip14.StateDeactivated {
+			t.Fatalf("state after revoke %v", st)
+		}
+	}
+}

@@ -65,11 +65,16 @@ type Service struct {
 	roleOf func(*kmip.Peer) Role
 	now    func() time.Time
 	info   string
+	cache  *objectCache
 }
+
+// cachedObjects bounds the object cache: about 2 KiB each, so a few tens of MiB.
+const cachedObjects = 16384
 
 // New builds a Service.
 func New(cfg Config) *Service {
-	s := &Service{keys: cfg.Keys, store: cfg.Store, log: cfg.Logger, roleOf: cfg.RoleOf, now: cfg.Now, info: cfg.ServerInfo}
+	s := &Service{keys: cfg.Keys, store: cfg.Store, log: cfg.Logger, roleOf: cfg.RoleOf, now: cfg.Now, info: cfg.ServerInfo,
+		cache: newObjectCache(cachedObjects)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
