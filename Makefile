@@ -60,11 +60,13 @@ run: deps-run build
 	@if [ ! -f data/hsmkms.toml ]; then bin/hsmkms init --dir data; fi
 	bin/hsmkms serve --dir data
 
-## test: vet, format check, unit tests with -race against real SoftHSM2, end-to-end suites
+## test: vet, format check, staticcheck, unit tests with -race against real SoftHSM2, end-to-end suites
 test: deps
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $(GO_FILES)); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet -tags 'e2e cse' ./test/...
+	$(GO) run $(STATICCHECK) ./...
 	HSMKMS_REQUIRE_SOFTHSM=1 $(GO) test -race -count=1 ./...
 	@$(MAKE) --no-print-directory e2e
 
