@@ -35,7 +35,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: build deps deps-run go-toolchain run test e2e bench fuzz lint clean
+.PHONY: build deps deps-run go-toolchain run test e2e bench fuzz lint package clean
 
 ## build: compile bin/hsmkms
 build: go-toolchain
@@ -89,6 +89,11 @@ fuzz: go-toolchain
 	$(GO) test -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime $(FUZZTIME) ./kmip/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./kmip/msg
 	$(GO) test -run '^$$' -fuzz '^FuzzServeMessage$$' -fuzztime $(FUZZTIME) ./kmip
+	$(GO) test -run '^$$' -fuzz '^FuzzOps$$' -fuzztime $(FUZZTIME) ./kmip/ops
+
+## package: the Debian package dist/hsmkms_<version>_<arch>.deb (see packaging/deb)
+package: build
+	packaging/deb/build.sh bin/hsmkms '$(VERSION)' dist
 
 ## lint: gofmt, go vet and staticcheck
 lint: go-toolchain
@@ -99,4 +104,4 @@ lint: go-toolchain
 	$(GO) run $(STATICCHECK) ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -5,14 +5,32 @@
 //
 // # Model
 //
-// The token holds a handful of long-lived token objects; today the master
-// wrapping key, labelled MasterLabel. A managed key is never a token object:
-// it is generated (Generate) or imported (Import) as a session object,
+// The token holds a handful of long-lived token objects, among them the
+// master wrapping key (MasterLabel) and the audit MAC key (AuditLabel, an
+// HMAC-SHA256 key that only signs: see AuditMAC). A managed key is never a
+// token object: it is generated (Generate) or imported (Import) as a session object,
 // wrapped under the master with CKM_AES_KEY_WRAP_PAD (RFC 5649), and the
 // resulting Wrapped blob is stored by the caller. To use a key, Encrypt and
 // Decrypt unwrap it once into a sensitive, non-extractable session object
 // and keep the handle in a bounded LRU keyed by Key.ID (and a fingerprint of
 // the blob, so a changed blob never reuses an old handle).
+//
+// Masters and backup keys (master.go, backup.go): RotateMaster adds master
+// generations hsmkms-master-2, -3, ...; new keys are wrapped under the
+// newest (looked up again every 10 s and whenever a blob names an unknown
+// one) while every blob is unwrapped under the master it names, so older
+// generations stay usable until DeleteMaster. A backup KEK pair
+// (hsmkms-backup-N and hsmkms-backup-mac-N, named across tokens by a
+// fingerprint) wraps keys for backup files and seals them (BackupMAC);
+// Rewrap moves a blob between any two KEKs without the value leaving the
+// token. ImportBackupSecret is the one way a KEK enters from outside, for
+// the custodian-share ceremony.
+//
+// The optional TLS server key pair (tls.go, TLSKeyLabel) is an ECDSA P-256
+// token object that only signs, through a crypto.Signer, for crypto/tls.
+// Stats (stats.go) reports the session pool and counts PKCS#11 errors by CKR
+// name for metrics; Probe (probe.go) tells an operator which of module, token
+// and PIN is wrong.
 //
 // # Invariants
 //
@@ -20,6 +38,12 @@
 //     ExportPlain (the single grep-able way plaintext leaves; its only caller
 //     is KMIP Get), by Digest for Secret Data (see Digest) and by the "export"
 //     op of RawRate, which measures exactly that path and clears the value.
+//     A private key's components (an EC key's CKA_VALUE included) are read
+//     only by readPrivate (asym.go), called by ExportPlain, which returns
+//     them as PKCS#8, and by privateDigest, which hashes that encoding for
+//     KMIP's Digest and clears it. Managed private keys (KindRSA, KindEC)
+//     are wrapped under the master like secret keys; their public halves
+//     are not secret and are returned to the caller as DER.
 //   - Key bytes, wrapped blobs and PINs never reach a log or an error:
 //     Wrapped and PINSource redact themselves, and errors name key IDs only.
 //   - Cached handles are created on a home session that stays open while

@@ -25,10 +25,13 @@ var (
 	ErrBusy = errors.New("hsm: all sessions busy")
 	// ErrInvalidInput means a bad length, IV, alignment, mode or key kind.
 	ErrInvalidInput = errors.New("hsm: invalid input")
+	// ErrPIN means the token refused the PIN (wrong, expired or locked): only
+	// an operator can fix it.
+	ErrPIN = errors.New("hsm: PIN refused")
 )
 
 // ckrSentinel maps return values to sentinels. Codes not listed stay
-// unmapped (e.g. CKR_PIN_INCORRECT, which the operator must fix).
+// unmapped.
 var ckrSentinel = map[pkcs11.Error]error{
 	pkcs11.CKR_SESSION_HANDLE_INVALID:        ErrTokenUnavailable,
 	pkcs11.CKR_SESSION_CLOSED:                ErrTokenUnavailable,
@@ -76,6 +79,12 @@ var ckrSentinel = map[pkcs11.Error]error{
 	pkcs11.CKR_TEMPLATE_INCOMPLETE:     ErrInvalidInput,
 	pkcs11.CKR_TEMPLATE_INCONSISTENT:   ErrInvalidInput,
 	pkcs11.CKR_ARGUMENTS_BAD:           ErrInvalidInput,
+
+	pkcs11.CKR_PIN_INCORRECT: ErrPIN,
+	pkcs11.CKR_PIN_INVALID:   ErrPIN,
+	pkcs11.CKR_PIN_LEN_RANGE: ErrPIN,
+	pkcs11.CKR_PIN_EXPIRED:   ErrPIN,
+	pkcs11.CKR_PIN_LOCKED:    ErrPIN,
 }
 
 // deadSession lists codes after which the session handle itself is gone, so

@@ -45,6 +45,14 @@ func (k KeyKind) String() string {
 		return "AES"
 	case KindSecret:
 		return "secret"
+	case KindHMAC:
+		return "HMAC"
+	case KindDES3:
+		return "3DES"
+	case KindRSA:
+		return "RSA"
+	case KindEC:
+		return "EC"
 	}
 	return fmt.Sprintf("KeyKind(%d)", int(k))
 }
@@ -64,8 +72,11 @@ const maxSecret = 4096
 var wrapMech = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}
 
 func ckk(kind KeyKind) uint {
-	if kind == KindSecret {
+	switch kind {
+	case KindSecret, KindHMAC:
 		return pkcs11.CKK_GENERIC_SECRET
+	case KindDES3:
+		return pkcs11.CKK_DES3
 	}
 	return pkcs11.CKK_AES
 }
@@ -112,11 +123,11 @@ func (t *Token) Generate(ctx context.Context, bits int) (w Wrapped, digest []byt
 
 // generate makes and wraps one AES key; withDigest also digests it in the token.
 func (t *Token) generate(s *session, bits int, withDigest bool) (Wrapped, []byte, error) {
-	master, trusted, err := t.masterKey()
+	master, err := t.masterKey()
 	if err != nil {
 		return Wrapped{}, nil, err
 	}
-	tmpl := append(newKeyTemplate(KindAES, trusted), pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, bits/8))
+	tmpl := append(newKeyTemplate(KindAES, master.trusted), pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, bits/8))
 	h, err := t.p11.GenerateKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, tmpl)
 	if err != nil {
 		return Wrapped{}, nil, mapErr(err, opOther)
@@ -132,12 +143,13 @@ func (t *Token) generate(s *session, bits int, withDigest bool) (Wrapped, []byte
 	return w, digest, err
 }
 
-func (t *Token) wrap(s *session, master, h pkcs11.ObjectHandle) (Wrapped, error) {
-	blob, err := t.p11.WrapKey(s.h, wrapMech, master, h)
+// wrap wraps h under kek and names kek in the result.
+func (t *Token) wrap(s *session, kek kekRef, h pkcs11.ObjectHandle) (Wrapped, error) {
+	blob, err := t.p11.WrapKey(s.h, wrapMech, kek.h, h)
 	if err != nil {
-		return Wrapped{}, fmt.Errorf("wrap under %s: %w", MasterLabel, mapErr(err, opOther))
+		return Wrapped{}, fmt.Errorf("wrap under %s: %w", kek.label, mapErr(err, opOther))
 	}
-	return Wrapped{Blob: blob, KEK: MasterLabel}, nil
+	return Wrapped{Blob: blob, KEK: kek.label}, nil
 }
 
 // Import creates a key from material (KMIP Register) as a session object,
@@ -158,11 +170,11 @@ func (t *Token) Import(ctx context.Context, kind KeyKind, material []byte) (w Wr
 		return Wrapped{}, fmt.Errorf("import %s key: %w", kind, err)
 	}
 	defer func() { t.release(s, err) }()
-	master, trusted, err := t.masterKey()
+	master, err := t.masterKey()
 	if err != nil {
 		return Wrapped{}, fmt.Errorf("import %s key: %w", kind, err)
 	}
-	tmpl := append(newKeyTemplate(kind, trusted), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
+	tmpl := append(newKeyTemplate(kind, master.trusted), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
 	h, err := t.p11.CreateObject(s.h, tmpl)
 	if err != nil {
 		return Wrapped{}, fmt.Errorf("import %s key: %w", kind, mapErr(err, opOther))
@@ -198,6 +210,8 @@ func encodeValue(kind KeyKind, material []byte) ([]byte, error) {
 		copy(v, material)
 		v[n] = 0x80
 		return v, nil
+	case KindHMAC, KindDES3:
+		return exactValue(kind, material)
 	}
 	return nil, fmt.Errorf("key kind %d: %w", int(kind), ErrInvalidInput)
 }
@@ -222,6 +236,12 @@ func decodeValue(kind KeyKind, value []byte) ([]byte, error) {
 		}
 		clear(value)
 		return nil, fmt.Errorf("unwrapped secret has no padding marker: %w", ErrBadCiphertext)
+	case KindHMAC, KindDES3:
+		if err := checkExact(kind, len(value)); err != nil {
+			clear(value)
+			return nil, fmt.Errorf("unwrapped key: %w", ErrBadCiphertext)
+		}
+		return value, nil
 	}
 	return nil, fmt.Errorf("key kind %d: %w", int(kind), ErrInvalidInput)
 }
@@ -229,27 +249,27 @@ func decodeValue(kind KeyKind, value []byte) ([]byte, error) {
 // checkKey validates k before any token call: the miekg binding panics on an
 // empty blob, and RFC 5649 blobs are at least 16 bytes in 8-byte steps.
 func (t *Token) checkKey(k Key) error {
-	if k.Kind != KindAES && k.Kind != KindSecret {
+	if k.Kind != KindAES && k.Kind != KindSecret && k.Kind != KindHMAC && k.Kind != KindDES3 {
 		return fmt.Errorf("key %s: kind %d: %w", k.ID, int(k.Kind), ErrInvalidInput)
 	}
 	if n := len(k.Wrapped.Blob); n < 16 || n%8 != 0 {
 		return fmt.Errorf("key %s: wrapped blob of %d bytes: %w", k.ID, n, ErrInvalidInput)
 	}
-	if k.Wrapped.KEK != MasterLabel {
+	if _, ok := masterGen(k.Wrapped.KEK); !ok {
 		return fmt.Errorf("key %s: KEK %q: %w", k.ID, k.Wrapped.KEK, ErrNotFound)
 	}
 	return nil
 }
 
 // unwrap makes k a private session object on sh with extra attributes.
-func (t *Token) unwrap(sh pkcs11.SessionHandle, master pkcs11.ObjectHandle, k Key, extra ...*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+func (t *Token) unwrap(sh pkcs11.SessionHandle, kek pkcs11.ObjectHandle, k Key, extra ...*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	tmpl := append([]*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckk(k.Kind)),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 	}, extra...)
-	h, err := t.p11.UnwrapKey(sh, wrapMech, master, k.Wrapped.Blob, tmpl)
+	h, err := t.p11.UnwrapKey(sh, wrapMech, kek, k.Wrapped.Blob, tmpl)
 	if err != nil {
 		return 0, fmt.Errorf("unwrap key %s: %w", k.ID, mapErr(err, opDecrypt))
 	}
@@ -265,11 +285,11 @@ var plainAttrs = []*pkcs11.Attribute{
 // readPlain unwraps k as a non-sensitive object on s, reads CKA_VALUE and
 // destroys the object. Only ExportPlain and the Digest fallback call it.
 func (t *Token) readPlain(s *session, k Key) ([]byte, error) {
-	master, _, err := t.masterKey()
+	kek, err := t.kekHandle(k.Wrapped.KEK)
 	if err != nil {
 		return nil, err
 	}
-	h, err := t.unwrap(s.h, master, k, plainAttrs...)
+	h, err := t.unwrap(s.h, kek, k, plainAttrs...)
 	if err != nil {
 		return nil, err
 	}
@@ -281,11 +301,16 @@ func (t *Token) readPlain(s *session, k Key) ([]byte, error) {
 	return decodeValue(k.Kind, attrs[0].Value)
 }
 
-// ExportPlain returns the key's plaintext value. It is the one way key
-// material leaves the token in the clear; only KMIP Get calls it, for keys
-// whose policy allows it. The caller should clear the result after use.
+// ExportPlain returns the key's plaintext value; for a private key (KindRSA,
+// KindEC) its PKCS#8 DER encoding. It is the one way key material leaves the
+// token in the clear; only KMIP Get calls it, for keys whose policy allows
+// it. The caller should clear the result after use.
 func (t *Token) ExportPlain(ctx context.Context, k Key) (plain []byte, err error) {
-	if err := t.checkKey(k); err != nil {
+	read, check := t.readPlain, t.checkKey(k)
+	if isPrivate(k.Kind) {
+		read, check = t.readPrivate, checkPrivate(k)
+	}
+	if err := check; err != nil {
 		return nil, fmt.Errorf("export key: %w", err)
 	}
 	if err := t.begin(); err != nil {
@@ -297,7 +322,7 @@ func (t *Token) ExportPlain(ctx context.Context, k Key) (plain []byte, err error
 		return nil, fmt.Errorf("export key %s: %w", k.ID, err)
 	}
 	defer func() { t.release(s, err) }()
-	if plain, err = t.readPlain(s, k); err != nil {
+	if plain, err = read(s, k); err != nil {
 		return nil, fmt.Errorf("export key %s: %w", k.ID, err)
 	}
 	return plain, nil
@@ -356,11 +381,12 @@ func (t *Token) useKey(s *session, k Key) (*entry, error) {
 		return e, nil
 	}
 	t.mu.Lock()
-	if t.master == 0 {
+	kek, err := t.kekLocked(k.Wrapped.KEK)
+	if err != nil {
 		t.mu.Unlock()
-		return nil, fmt.Errorf("find key %s (run init): %w", MasterLabel, ErrNotFound)
+		return nil, err
 	}
-	h, err := t.unwrap(t.home, t.master, k,
+	h, err := t.unwrap(t.home, kek, k,
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),

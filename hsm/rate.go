@@ -38,11 +38,11 @@ func (t *Token) newRawBench(ctx context.Context, op string) (*rawBench, error) {
 	default:
 		return nil, fmt.Errorf("raw op %q: %w", op, ErrInvalidInput)
 	}
-	master, _, err := t.masterKey()
+	master, err := t.masterKey()
 	if err != nil {
 		return nil, err
 	}
-	b := &rawBench{t: t, op: op, master: master, data: make([]byte, 64), iv: make([]byte, 16)}
+	b := &rawBench{t: t, op: op, master: master.h, data: make([]byte, 64), iv: make([]byte, 16)}
 	s, err := t.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -55,7 +55,7 @@ func (t *Token) newRawBench(ctx context.Context, op string) (*rawBench, error) {
 	b.key = Key{ID: "raw-bench", Kind: KindAES, Wrapped: w}
 	if op == RawEncrypt64 {
 		t.mu.Lock()
-		b.h, err = t.unwrap(t.home, master, b.key, pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true))
+		b.h, err = t.unwrap(t.home, master.h, b.key, pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true))
 		t.mu.Unlock()
 		if err != nil {
 			return nil, err

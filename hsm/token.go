@@ -8,12 +8,15 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
 
-// MasterLabel is the label (and Wrapped.KEK) of the master wrapping key.
-const MasterLabel = "hsmkms-master-1"
+// MasterLabel is the label (and Wrapped.KEK) of the first master wrapping
+// key, made by InitKeys. RotateMaster adds hsmkms-master-2, -3, ... (see
+// master.go); new keys are wrapped under the newest one.
+const MasterLabel = masterPrefix + "1"
 
 // session is one slot of the pool. A slot whose epoch is older than the
 // token's has lost its handle (the token dropped every session) and is
@@ -34,6 +37,7 @@ type Token struct {
 	pool    chan *session
 	cache   *handleCache
 	epoch   atomic.Uint64
+	errs    errorCounts // PKCS#11 errors by CKR name, for Stats
 
 	// life is read-held by every operation and write-held by Close, so the
 	// module is never finalized under a running call.
@@ -43,9 +47,12 @@ type Token struct {
 	// mu serialises use of the home session and guards the fields below.
 	// Lock order: a pooled session is acquired before mu, never after.
 	mu      sync.Mutex
-	home    pkcs11.SessionHandle // owns the cached session objects; never closed while open
-	master  pkcs11.ObjectHandle  // 0 until InitKeys created it
-	trusted bool                 // master has CKA_TRUSTED, so keys get CKA_WRAP_WITH_TRUSTED
+	home    pkcs11.SessionHandle           // owns the cached session objects; never closed while open
+	master  pkcs11.ObjectHandle            // newest master; 0 until InitKeys created it
+	trusted bool                           // master has CKA_TRUSTED, so keys get CKA_WRAP_WITH_TRUSTED
+	newest  string                         // label of master
+	keks    map[string]pkcs11.ObjectHandle // KEK label -> handle, for every KEK used so far
+	scanned time.Time                      // when the masters were last looked up (see masterKey)
 }
 
 // load sets cfg.SetEnv (SoftHSM2 reads SOFTHSM2_CONF at C_Initialize) and
@@ -199,6 +206,7 @@ func Open(ctx context.Context, cfg Config) (*Token, error) {
 		ownInit: ownInit,
 		pool:    make(chan *session, cfg.maxSessions()),
 		cache:   newHandleCache(cfg.cacheSize()),
+		keks:    make(map[string]pkcs11.ObjectHandle),
 	}
 	t.epoch.Store(1)
 	if err := t.start(); err != nil {
@@ -245,22 +253,41 @@ func (t *Token) openSession() (sh pkcs11.SessionHandle, fresh bool, err error) {
 	return sh, true, nil
 }
 
-// findMaster looks the master key up on the home session; t.mu is held (or
-// the Token is not shared yet).
+// findMaster looks every master key up on the home session and makes the
+// newest generation the one new keys are wrapped under; t.mu is held (or the
+// Token is not shared yet).
 func (t *Token) findMaster() error {
-	h, err := t.findKey(t.home, MasterLabel)
-	if errors.Is(err, ErrNotFound) {
-		t.master, t.trusted = 0, false
-		return nil
-	}
+	found, err := t.findLabelled(t.home, masterPrefix)
 	if err != nil {
 		return err
 	}
+	t.scanned = time.Now()
+	for label := range t.keks {
+		if _, ok := masterGen(label); ok {
+			delete(t.keks, label)
+		}
+	}
+	newest, gen := "", 0
+	for label, h := range found {
+		g, ok := masterGen(label)
+		if !ok {
+			continue
+		}
+		t.keks[label] = h
+		if g > gen {
+			newest, gen = label, g
+		}
+	}
+	if newest == "" {
+		t.master, t.newest, t.trusted = 0, "", false
+		return nil
+	}
+	h := found[newest]
 	attrs, err := t.p11.GetAttributeValue(t.home, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_TRUSTED, nil)})
 	if err != nil {
-		return fmt.Errorf("read CKA_TRUSTED of %s: %w", MasterLabel, mapErr(err, opOther))
+		return fmt.Errorf("read CKA_TRUSTED of %s: %w", newest, mapErr(err, opOther))
 	}
-	t.master = h
+	t.master, t.newest = h, newest
 	t.trusted = len(attrs) == 1 && len(attrs[0].Value) == 1 && attrs[0].Value[0] != 0
 	return nil
 }
@@ -324,6 +351,7 @@ func (t *Token) acquire(ctx context.Context) (*session, error) {
 		// the number may already belong to a new session.
 		sh, fresh, err := t.openSession()
 		if err != nil {
+			t.errs.count(err)
 			s.epoch = 0
 			t.pool <- s
 			return nil, err
@@ -340,6 +368,7 @@ func (t *Token) acquire(ctx context.Context) (*session, error) {
 // release returns s to the pool. After ErrTokenUnavailable the session is
 // replaced on next use and the home session and master handle are checked.
 func (t *Token) release(s *session, err error) {
+	t.errs.count(err)
 	if !errors.Is(err, ErrTokenUnavailable) {
 		t.pool <- s
 		return
@@ -363,14 +392,17 @@ func (t *Token) resync() {
 	info, err := t.p11.GetSessionInfo(t.home)
 	switch {
 	case err != nil:
+		// Every session died with the home session: retire them all now, even if
+		// no new one opens yet, so that none is tried again once the token is back.
+		t.epoch.Add(1)
+		t.cache.orphanAll()
+		t.forgetObjects()
 		home, _, err := t.openSession()
 		if err != nil {
 			t.log.Error("token unavailable", "token", t.label, "err", err)
 			return
 		}
 		t.home = home
-		t.epoch.Add(1)
-		t.cache.orphanAll()
 	case info.State != pkcs11.CKS_RW_USER_FUNCTIONS:
 		// A logout destroyed the private session objects.
 		if err := t.p11.Login(t.home, pkcs11.CKU_USER, string(t.pin)); err != nil &&
@@ -379,6 +411,7 @@ func (t *Token) resync() {
 			return
 		}
 		t.cache.orphanAll()
+		t.forgetObjects()
 	case t.master == 0:
 		return
 	default:
@@ -392,6 +425,14 @@ func (t *Token) resync() {
 		return
 	}
 	t.log.Warn("token sessions recovered", "token", t.label)
+}
+
+// forgetObjects drops the cached handles of token objects (KEKs; the audit
+// key is found anew for each session copy, see auditKey): a module may
+// renumber private objects once the login is lost, as SoftHSM2 does. They
+// are looked up again on next use; t.mu is held.
+func (t *Token) forgetObjects() {
+	clear(t.keks)
 }
 
 // Close logs out, closes every session and finalizes the module (when this
@@ -448,24 +489,32 @@ func (t *Token) Ping(ctx context.Context) (err error) {
 		return fmt.Errorf("ping token %q: %w", t.label, err)
 	}
 	defer func() { t.release(s, err) }()
-	master, _, err := t.masterKey()
+	master, err := t.masterKey()
 	if err != nil {
 		return fmt.Errorf("ping token %q: %w", t.label, err)
 	}
-	if _, err := t.p11.GetAttributeValue(s.h, master, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil)}); err != nil {
-		return fmt.Errorf("ping token %q: read %s: %w", t.label, MasterLabel, mapErr(err, opOther))
+	if _, err := t.p11.GetAttributeValue(s.h, master.h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil)}); err != nil {
+		return fmt.Errorf("ping token %q: read %s: %w", t.label, master.label, mapErr(err, opOther))
 	}
 	return nil
 }
 
-// masterKey returns the master handle and whether it is trusted.
-func (t *Token) masterKey() (pkcs11.ObjectHandle, bool, error) {
+// masterKey returns the newest master, which new keys are wrapped under. It
+// looks the masters up again when the last look is older than masterRecheck,
+// so a server learns of a master that `kek rotate-master` created in another
+// process without a restart.
+func (t *Token) masterKey() (kekRef, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.master == 0 {
-		return 0, false, fmt.Errorf("find key %s (run init): %w", MasterLabel, ErrNotFound)
+	if time.Since(t.scanned) > masterRecheck {
+		if err := t.findMaster(); err != nil {
+			t.log.Warn("token master key lookup failed", "token", t.label, "err", err)
+		}
 	}
-	return t.master, t.trusted, nil
+	if t.master == 0 {
+		return kekRef{}, fmt.Errorf("find key %s (run init): %w", MasterLabel, ErrNotFound)
+	}
+	return kekRef{h: t.master, label: t.newest, trusted: t.trusted}, nil
 }
 
 // InitKeys creates the master wrapping key if it is missing. It is
@@ -480,6 +529,9 @@ func (t *Token) masterKey() (pkcs11.ObjectHandle, bool, error) {
 // skips that step. A master that is already trusted (set by a vendor tool)
 // is detected, and new keys then get CKA_WRAP_WITH_TRUSTED.
 func (t *Token) InitKeys(ctx context.Context, soPIN []byte) (err error) {
+	if err := t.EnsureAuditKey(ctx); err != nil {
+		return fmt.Errorf("init keys: %w", err)
+	}
 	if err := t.begin(); err != nil {
 		return err
 	}
@@ -497,31 +549,16 @@ func (t *Token) InitKeys(ctx context.Context, soPIN []byte) (err error) {
 		}
 	}
 	if t.master == 0 {
-		tmpl := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-			pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, MasterLabel),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(MasterLabel)),
+		if err := t.createMaster(s, MasterLabel); err != nil {
+			return fmt.Errorf("init keys: %w", err)
 		}
-		h, err := t.p11.GenerateKey(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, tmpl)
-		if err != nil {
-			return fmt.Errorf("init keys: generate %s: %w", MasterLabel, mapErr(err, opOther))
-		}
-		t.master = h
-		t.log.Info("master key created", "token", t.label, "key_ref", MasterLabel)
 	}
 	if soPIN != nil && !t.trusted {
 		t.log.Info("trusted wrapping unavailable", "token", t.label, "key_ref", MasterLabel,
 			"reason", "the SO cannot see the private master key to set CKA_TRUSTED")
+	}
+	if err := t.initBackupKEK(s); err != nil {
+		return fmt.Errorf("init keys: %w", err)
 	}
 	return nil
 }

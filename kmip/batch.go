@@ -18,9 +18,14 @@ import (
 // The batch executor is the only code that knows Batch Count, the continuation option,
 // Unique Batch Item IDs, message extensions and the ID placeholder.
 //
-// Batch Error Continuation Option Undo is treated as Stop: no operation here has an
-// undo, so the server stops at the first failure and reports the items processed up to
-// and including it, exactly as for Stop. Items already executed stay executed.
+// Batch Error Continuation Option Undo asks the server to undo the items before a
+// failed one; no operation here has an undo (Query reports Batch Undo Capability
+// false), so a batch of several items with Undo is refused whole, before anything
+// runs, with Feature Not Supported. A single item has nothing to undo and runs. The
+// Asynchronous Indicator is refused the same way (Asynchronous Capability false):
+// every operation here completes within its request. Batch Order Option needs
+// nothing: items always run in order. Attestation fields are not kept: the server
+// does not ask for attestation, so it ignores what a client offers.
 
 // negotiate returns the version a request of version v is answered in, and whether v is
 // supported. An unsupported version is answered in the newest supported one, in which
@@ -40,6 +45,15 @@ func (c *conn) runBatch(ctx context.Context, req *msg.Request, log *slog.Logger)
 	v, supported := negotiate(hdr.Version)
 	log = log.With("kmip_version", v.String())
 	resp := &msg.Response{Version: v, Items: make([]msg.ResponseItem, 0, len(req.Items))}
+	if reason, message := refusal(hdr, len(req.Items)); reason != 0 {
+		for _, ri := range req.Items {
+			resp.Items = append(resp.Items, msg.ResponseItem{Operation: ri.Operation, ID: ri.ID,
+				Status: kmip14.ResultStatusOperationFailed, Reason: reason, Message: message})
+		}
+		resp.TimeStamp = c.srv.now()
+		fit(resp, int(hdr.MaxResponseSize))
+		return resp
+	}
 	var placeholder string
 	for i := range req.Items {
 		ri := &req.Items[i]
@@ -61,6 +75,18 @@ func (c *conn) runBatch(ctx context.Context, req *msg.Request, log *slog.Logger)
 	return resp
 }
 
+// refusal says why a whole message is refused before any item runs (reason 0: it is
+// not).
+func refusal(hdr *msg.RequestHeader, items int) (kmip14.ResultReason, string) {
+	switch {
+	case hdr.Async:
+		return kmip14.ResultReasonFeatureNotSupported, "asynchronous operations are not supported; send the request with Asynchronous Indicator false"
+	case hdr.ErrorContinuation == uint32(kmip14.BatchErrorContinuationOptionUndo) && items > 1:
+		return kmip14.ResultReasonFeatureNotSupported, "Batch Error Continuation Option Undo is not supported; use Stop or Continue"
+	}
+	return 0, ""
+}
+
 // runItem executes one batch item and turns its outcome into a response item.
 func (c *conn) runItem(ctx context.Context, it *Item, ri *msg.RequestItem, index int, supported bool, log *slog.Logger) msg.ResponseItem {
 	start := time.Now()
@@ -70,6 +96,9 @@ func (c *conn) runItem(ctx context.Context, it *Item, ri *msg.RequestItem, index
 	if err != nil {
 		out.Status = kmip14.ResultStatusOperationFailed
 		out.Reason, out.Message = c.failure(err, op, index, log)
+		if ke, ok := errors.AsType[*Error](err); ok && ke.Payload != nil {
+			out.Payload = ke.Payload
+		}
 	} else {
 		out.Payload = payload
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -37,25 +36,29 @@ func (c *conn) serve(cfg *tls.Config) {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
+		s.observer().OnConnClose()
 		s.wg.Done()
 	}()
 
 	tc := tls.Server(c.raw, cfg)
 	peer, err := c.handshake(tc)
 	if err != nil {
+		cause := handshakeCause(err)
 		// A bare TCP connect and close (load balancer probe, port scan) is not worth a warning.
 		level := slog.LevelWarn
-		if errors.Is(err, io.EOF) {
+		if isBareClose(err) {
 			level = slog.LevelDebug
 		}
-		log.Log(s.baseCtx, level, "tls handshake failed", "err", err)
+		log.Log(s.baseCtx, level, "tls handshake failed", "cause", cause, "err", err)
+		s.observer().OnHandshakeError(cause)
 		return
 	}
 	log = log.With("client_cn", peer.Identity)
 	log.Debug("connection opened")
 	err = c.loop(WithPeer(s.baseCtx, peer), tc, log)
-	// Clients often drop connections without close_notify (W13): that is the normal end.
-	log.Debug("connection closed", "err", err)
+	c.logEnd(err, log)
+	// A clean close: close_notify (crypto/tls bounds its write to 5 s), then the socket.
+	tc.Close()
 }
 
 func (c *conn) handshake(tc *tls.Conn) (*Peer, error) {
@@ -95,6 +98,9 @@ func (c *conn) loop(ctx context.Context, tc *tls.Conn, log *slog.Logger) error {
 		// Wait for the first byte under the idle timeout; the rest of the message gets
 		// ReadTimeout, so a slow sender cannot hold a connection in the middle of a message.
 		if _, err := br.Peek(1); err != nil {
+			if isTimeout(err) {
+				return fmt.Errorf("%w: %w", errIdle, err)
+			}
 			return err
 		}
 		if !s.setBusy(c, true) {
@@ -134,7 +140,8 @@ func (c *conn) serveMessage(ctx context.Context, tc *tls.Conn, r *bufio.Reader, 
 		} else {
 			keep = false
 		}
-		log.Warn("message rejected", "err", err)
+		log.Warn("message rejected", "limit", LimitMessageSize, "err", err)
+		s.observer().OnLimit(LimitMessageSize)
 		resp = c.refuse(msg.Version{Major: 1}, Errorf(kmip14.ResultReasonInvalidMessage,
 			"message of %d bytes exceeds the limit of %d", tooLarge.Length, tooLarge.Limit))
 	case errors.Is(err, wire.ErrNotStructure):
@@ -172,6 +179,11 @@ func (c *conn) serveRequest(ctx context.Context, b []byte, log *slog.Logger) *ms
 		log.Warn("message rejected", "kmip_version", v.String(), "err", err)
 		return c.refuse(v, err)
 	}
+	release := c.admitRequest(ctx, log)
+	if release == nil {
+		return c.refuseBatch(ctx, req)
+	}
+	defer release()
 	return c.runBatch(ctx, req, log)
 }
 

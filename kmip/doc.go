@@ -10,7 +10,10 @@
 //   - a panic in a handler fails that batch item with General Failure and is logged; the
 //     connection and the process stay up;
 //   - errors reach clients only through ReasonFor, the one table that maps package
-//     sentinels to KMIP result reasons.
+//     sentinels to KMIP result reasons;
+//   - every limit hit (limit.go) and every failed handshake is logged once, naming the
+//     limit or the cause, and reported to Server.Observer; this package knows no
+//     metrics library (observe.go holds the Observer hook and the Measure middleware).
 //
 // Usage:
 //

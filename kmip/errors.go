@@ -16,6 +16,9 @@ import (
 type Error struct {
 	Reason  kmip14.ResultReason
 	Message string
+	// Payload, if set, is sent with the failure: KMIP Check answers a failed check
+	// with the fields that failed it.
+	Payload *msg.Node
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("kmip: %v: %s", e.Reason, e.Message) }

@@ -18,7 +18,8 @@ import (
 type Server struct {
 	Handler Handler
 	// TLSConfig must hold the server certificate and the client CAs. Serve works on a
-	// copy that forces MinVersion TLS 1.2 (or higher if set) and RequireAndVerifyClientCert.
+	// copy that forces MinVersion TLS 1.2 (or higher if set) and requires a client
+	// certificate that verifies against ClientCAs and that Revoked accepts.
 	TLSConfig *tls.Config
 	Logger    *slog.Logger // nil: discard
 	// MaxMessageSize bounds a request, header included. 0: 1 MiB.
@@ -33,6 +34,15 @@ type Server struct {
 	IdleTimeout time.Duration
 	// MaxConns bounds open connections; beyond it new ones are closed at once. 0: 10000.
 	MaxConns int
+	// MaxRequestsPerClient bounds the messages one client identity has in flight across
+	// all its connections; beyond it every item of a message fails with General
+	// Failure. 0: 64.
+	MaxRequestsPerClient int
+	// Revoked reports whether a client certificate is revoked; such a handshake is
+	// refused. It runs on every handshake. nil: none is.
+	Revoked func(*x509.Certificate) bool
+	// Observer receives connection, handshake and limit events for metrics. nil: none.
+	Observer Observer
 	// Identify names the client of a certificate. nil: subject CN, else the first DNS
 	// SAN, else the first email address.
 	Identify func(*x509.Certificate) string
@@ -47,6 +57,7 @@ type Server struct {
 	closed    bool // Shutdown or Close was called: accept nothing more, idle conns close
 	wg        sync.WaitGroup
 	nextID    atomic.Uint64
+	clients   clientLimiter
 }
 
 const (
@@ -115,7 +126,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	cfg := s.TLSConfig.Clone()
 	cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS12)
-	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	// A certificate that is sent is verified by crypto/tls; verifyConnection refuses
+	// its absence and revocation with errors handshakeCause can tell apart.
+	cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	cfg.VerifyConnection = s.verifyConnection(cfg.VerifyConnection)
 
 	s.mu.Lock()
 	s.initLocked()
@@ -172,13 +186,16 @@ func (s *Server) admit(raw net.Conn, cfg *tls.Config) {
 	if len(s.conns) >= limit {
 		s.mu.Unlock()
 		raw.Close()
-		s.logger().Warn("connection refused: limit reached", "peer", raw.RemoteAddr().String(), "max_conns", limit)
+		s.logger().Warn("connection refused: limit reached", "peer", raw.RemoteAddr().String(),
+			"limit", LimitConnections, "max_conns", limit)
+		s.observer().OnLimit(LimitConnections)
 		return
 	}
 	c := &conn{srv: s, id: s.nextID.Add(1), raw: raw}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1) // under mu, so never concurrent with the Wait that Shutdown starts after closed is set
 	s.mu.Unlock()
+	s.observer().OnConnOpen()
 	go c.serve(cfg)
 }
 

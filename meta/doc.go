@@ -12,12 +12,22 @@
 //     synchronous=FULL, so an Update that returned nil survives a crash or a
 //     power loss;
 //   - key material is stored only as the Wrapped blob; meta never sees
-//     plaintext keys. The database file is created with mode 0600;
+//     plaintext keys. The database file is created with mode 0600. An empty
+//     KEK marks material that is not secret and not wrapped (public keys).
+//     Backups walk one View snapshot (Walk, Census); master rotation swaps
+//     blobs compare-and-set (WrappedNotUnder, SetWrapped, KEKUsage);
 //   - the schema moves forward only, through the numbered files in
 //     migrations/, and schema_version records each step. Opening a database
 //     written by a newer binary fails.
 //   - times are stored as UTC unix seconds (KMIP DateTime precision); the
-//     zero time is NULL.
+//     zero time is NULL. Audit records alone keep nanoseconds.
+//   - the audit trail (audit.go) is append-only and chained: AppendAudit
+//     assigns the next seq and an HMAC (Options.Audit, the token's key) over
+//     the previous MAC and the record inside the write transaction, so
+//     writers in several processes never fork the chain; PruneAudit deletes
+//     only a prefix and moves an authenticated anchor in the same
+//     transaction. Computing that MAC is the one token call an Update
+//     function makes (a few microseconds on SoftHSM2).
 //
 // # Group commit
 //
@@ -33,7 +43,8 @@
 // transaction itself (it may on SQLITE_FULL or an I/O error), the functions
 // already run in that batch fail with the cause and the ones not yet run go
 // to the next batch. A full disk surfaces as ErrFull and the store keeps
-// working once space returns.
+// working once space returns. Options.MaxSize sets a quota that fails writes
+// the same way (quota.go).
 //
 // Because functions run on the writer goroutine they must be short and must
 // do no slow I/O (wrap keys in the HSM before calling Update), and an Update

@@ -24,4 +24,7 @@ var (
 	ErrBusy = errors.New("meta: database busy")
 	// ErrClosed means the Store was closed.
 	ErrClosed = errors.New("meta: store closed")
+	// ErrAuditDisabled means an audit method was called on a Store opened
+	// without Options.Audit.
+	ErrAuditDisabled = errors.New("meta: audit trail disabled")
 )

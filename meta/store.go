@@ -34,11 +34,22 @@ type Options struct {
 	// Readers is the number of read-only connections serving View.
 	// Zero means 4.
 	Readers int
+	// OnCommit is told of every committed batch: from BEGIN to the end of
+	// COMMIT (fsync included), and the number of Updates it made durable. It
+	// runs on the writer goroutine, so it must be fast. nil: not called.
+	OnCommit func(d time.Duration, n int)
+	// MaxSize caps the database in bytes (a quota): writes that would grow
+	// it further fail with ErrFull, as on a full disk. Zero means unlimited.
+	MaxSize int64
+	// Audit chains audit records (see Tx.AppendAudit); nil disables the
+	// audit methods.
+	Audit Chainer
 }
 
 // Store is the metadata database. It is safe for concurrent use.
 type Store struct {
 	log   *slog.Logger
+	audit Chainer
 	wdb   *sql.DB
 	wconn *sql.Conn // the only connection that writes; owned by run
 	rdb   *sql.DB
@@ -50,8 +61,9 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	batches atomic.Int64 // committed or failed batches, for tests and stats
-	calls   atomic.Int64 // Update functions run
+	batches  atomic.Int64 // committed or failed batches, for tests and stats
+	calls    atomic.Int64 // Update functions run
+	onCommit func(d time.Duration, n int)
 }
 
 // Open opens (creating if needed) the database at path and migrates it to
@@ -97,12 +109,15 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	wdb.SetMaxIdleConns(1)
 	s := &Store{
 		log:     log,
+		audit:   opts.Audit,
 		wdb:     wdb,
 		queue:   make(chan *request),
 		closing: make(chan struct{}),
 		stopped: make(chan struct{}),
+
+		onCommit: opts.OnCommit,
 	}
-	version, err := s.openWriter(ctx, abs)
+	version, err := s.openWriter(ctx, abs, opts.MaxSize)
 	if err != nil {
 		_ = wdb.Close()
 		return nil, err
@@ -129,8 +144,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// openWriter takes the writer connection, checks WAL took effect and migrates.
-func (s *Store) openWriter(ctx context.Context, abs string) (int, error) {
+// openWriter takes the writer connection, checks WAL took effect, migrates and
+// sets the quota.
+func (s *Store) openWriter(ctx context.Context, abs string, maxSize int64) (int, error) {
 	conn, err := s.wdb.Conn(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("open metadata store %q: %w", abs, dbErr(err))
@@ -148,6 +164,10 @@ func (s *Store) openWriter(ctx context.Context, abs string) (int, error) {
 	if err != nil {
 		_ = conn.Close()
 		return 0, fmt.Errorf("migrate %q: %w", abs, err)
+	}
+	if err := setQuota(ctx, conn, maxSize, s.log); err != nil {
+		_ = conn.Close()
+		return 0, fmt.Errorf("set quota of %q: %w", abs, err)
 	}
 	s.wconn = conn
 	return version, nil
@@ -191,7 +211,7 @@ func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 	// Nothing to commit: ending the read transaction releases the snapshot,
 	// also when fn panics.
 	defer func() { _ = stx.Rollback() }()
-	return fn(&Tx{ctx: ctx, q: stx})
+	return fn(&Tx{ctx: ctx, q: stx, audit: s.audit})
 }
 
 // Update runs fn in a read-write transaction. A nil return commits; an error
@@ -292,6 +312,7 @@ func (s *Store) run() {
 func (s *Store) runBatch(batch []*request) []*request {
 	ctx := context.Background()
 	s.batches.Add(1)
+	start := time.Now()
 	if _, err := s.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		err = fmt.Errorf("begin batch: %w", dbErr(err))
 		s.log.Error("metadata batch failed", "err", err)
@@ -340,6 +361,7 @@ func (s *Store) runBatch(batch []*request) []*request {
 		}
 		return nil
 	}
+	s.observeCommit(start, len(ok))
 	for _, o := range ok {
 		o.done <- outcome{}
 	}
@@ -353,7 +375,7 @@ func (s *Store) runOne(ctx context.Context, fn func(*Tx) error) (out outcome, ca
 		err = fmt.Errorf("open savepoint: %w", dbErr(err))
 		return outcome{err: err}, err
 	}
-	tx := &Tx{ctx: ctx, q: s.wconn, writable: true}
+	tx := &Tx{ctx: ctx, q: s.wconn, writable: true, audit: s.audit}
 	out = s.call(tx, fn)
 	end := "RELEASE fn"
 	if out.err != nil || out.panicked {

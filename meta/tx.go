@@ -15,6 +15,7 @@ type Tx struct {
 	ctx      context.Context
 	q        querier
 	writable bool
+	audit    Chainer // nil: audit methods fail with ErrAuditDisabled
 	// err is the first SQLite error seen by a write Tx. SQLite may have
 	// rolled back part of the transaction, so the Tx refuses further work
 	// rather than write outside it.

@@ -159,10 +159,10 @@ func TestServeTLSAndShutdown(t *testing.T) {
 		})
 	}
 
-	// A second server on the same port fails at once with a clear message.
-	res := app.CLI(t, "serve", "--listen", app.Addr)
-	if res.ExitCode != 1 || !strings.Contains(res.Stderr, "address already in use") || !strings.Contains(res.Stderr, "--listen") {
-		t.Errorf("serve on a busy port: exit %d, stderr %q", res.ExitCode, res.Stderr)
+	// A second server on the same appliance fails at once with a clear message.
+	res := app.CLI(t, "serve", "--listen", framework.FreeAddr(t))
+	if res.ExitCode == 0 || !strings.Contains(res.Stderr, "holds the appliance lock") {
+		t.Errorf("second serve on one appliance: exit %d, stderr %q", res.ExitCode, res.Stderr)
 	}
 
 	start := time.Now()
@@ -261,18 +261,26 @@ func TestCertsAndKeysCLI(t *testing.T) {
 
 func TestServeStartupErrors(t *testing.T) {
 	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	// Exit statuses are documented in README: 2 configuration, 3 token, 1 anything else.
 	tests := []struct {
-		name    string
-		spoil   func(t *testing.T, dir string)
-		wantErr string
+		name     string
+		spoil    func(t *testing.T, dir string)
+		listen   string
+		wantCode int
+		wantErr  string
 	}{
-		{"missing config", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "hsmkms.toml")) }, "hsmkms init --dir"},
-		{"missing PIN file", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "softhsm/user.pin")) }, "hsm.pin_file"},
+		{"missing config", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "hsmkms.toml")) }, "", 2, "hsmkms init --dir"},
+		{"missing PIN file", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, "softhsm/user.pin")) }, "", 3, "hsm.pin_file"},
 		{"wrong PIN", func(t *testing.T, dir string) {
 			if err := os.WriteFile(filepath.Join(dir, "softhsm/user.pin"), []byte("00000000"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-		}, "PIN"},
+		}, "", 3, "PIN"},
 		{"bad config key", func(t *testing.T, dir string) {
 			f, err := os.OpenFile(filepath.Join(dir, "hsmkms.toml"), os.O_APPEND|os.O_WRONLY, 0)
 			if err != nil {
@@ -280,16 +288,21 @@ func TestServeStartupErrors(t *testing.T) {
 			}
 			defer f.Close()
 			fmt.Fprintln(f, "lisen = \"x\"")
-		}, "lisen"},
+		}, "", 2, "lisen"},
+		{"busy port", func(*testing.T, string) {}, busy.Addr().String(), 1, "address already in use"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			app := framework.StartAppliance(t, hsmkmsBin, framework.ApplianceOptions{NoServe: true})
 			tt.spoil(t, app.Dir)
-			res := app.CLI(t, "serve", "--listen", framework.FreeAddr(t))
-			if res.ExitCode != 1 {
-				t.Fatalf("serve exited %d, want 1; stderr:\n%s", res.ExitCode, res.Stderr)
+			listen := tt.listen
+			if listen == "" {
+				listen = framework.FreeAddr(t)
+			}
+			res := app.CLI(t, "serve", "--listen", listen)
+			if res.ExitCode != tt.wantCode {
+				t.Fatalf("serve exited %d, want %d; stderr:\n%s", res.ExitCode, tt.wantCode, res.Stderr)
 			}
 			last := lastLine(res.Stderr)
 			if !strings.HasPrefix(last, "hsmkms: ") || !strings.Contains(last, tt.wantErr) {

@@ -37,7 +37,8 @@ func dirFlag() *cli.StringFlag {
 
 // loadConfig reads DIR/hsmkms.toml; the error names the file and key at fault.
 func loadConfig(c *cli.Context) (*config.Config, error) {
-	return config.Load(filepath.Join(c.String("dir"), config.FileName))
+	cfg, err := config.Load(filepath.Join(c.String("dir"), config.FileName))
+	return cfg, withExit(exitConfig, err)
 }
 
 // pkiFiles is the PKI of the appliance cfg describes.
@@ -69,6 +70,9 @@ func hsmConfig(cfg *config.Config, log *slog.Logger) (hsm.Config, error) {
 			hc.Module = m
 		}
 	}
+	if _, err := os.Stat(hc.Module); err != nil {
+		return hc, fmt.Errorf("check hsm.module in %s: %w (name the HSM's PKCS#11 library, or leave it empty for the embedded SoftHSM2)", cfg.Path, err)
+	}
 	if cfg.HSM.PINFile != "" {
 		if _, err := os.Stat(cfg.HSM.PINFile); err != nil {
 			return hc, fmt.Errorf("check hsm.pin_file in %s: %w", cfg.Path, err)
@@ -79,13 +83,26 @@ func hsmConfig(cfg *config.Config, log *slog.Logger) (hsm.Config, error) {
 
 // openToken opens the token and checks that its master key is there, so a wrong
 // token or an uninitialised one fails at startup rather than at the first request.
+// Its errors name the key to fix and end the process with exitToken.
 func openToken(ctx context.Context, cfg *config.Config, log *slog.Logger) (*hsm.Token, error) {
+	tok, err := openTokenAt(ctx, cfg, log)
+	return tok, withExit(exitToken, err)
+}
+
+func openTokenAt(ctx context.Context, cfg *config.Config, log *slog.Logger) (*hsm.Token, error) {
 	hc, err := hsmConfig(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	tok, err := hsm.Open(ctx, hc)
-	if err != nil {
+	switch {
+	case errors.Is(err, hsm.ErrNotFound):
+		return nil, fmt.Errorf("start hsm (module %s): %w (no initialised token is labelled %q: check hsm.token_label in %s; `softhsm2-util --show-slots` or the HSM vendor's tool lists the tokens)",
+			hc.Module, err, hc.TokenLabel, cfg.Path)
+	case errors.Is(err, hsm.ErrPIN):
+		return nil, fmt.Errorf("start hsm (module %s, token %q): %w (the token refused the PIN from %v: check hsm.pin_file or hsm.pin_env in %s)",
+			hc.Module, hc.TokenLabel, err, hc.PIN, cfg.Path)
+	case err != nil:
 		return nil, fmt.Errorf("start hsm (module %s, PIN from %v; see [hsm] in %s): %w", hc.Module, hc.PIN, cfg.Path, err)
 	}
 	if err := tok.Ping(ctx); err != nil {
@@ -99,14 +116,19 @@ func openToken(ctx context.Context, cfg *config.Config, log *slog.Logger) (*hsm.
 }
 
 // openStore opens the metadata database. It refuses a missing file instead of
-// creating an empty one, which would hide a wrong store.path.
-func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (*meta.Store, error) {
+// creating an empty one, which would hide a wrong store.path. hooks adjust the
+// options (serve's metrics).
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks ...func(*meta.Options)) (*meta.Store, error) {
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("open store: %s does not exist (check store.path in %s, or run `hsmkms init`)", cfg.Store.Path, cfg.Path)
+		return nil, withExit(exitStore, fmt.Errorf("open store: %s does not exist (check store.path in %s, or run `hsmkms init`)", cfg.Store.Path, cfg.Path))
 	}
-	st, err := meta.Open(ctx, cfg.Store.Path, meta.Options{Logger: log})
+	opts := meta.Options{Logger: log, MaxSize: int64(cfg.Store.MaxSizeMB) << 20}
+	for _, h := range hooks {
+		h(&opts)
+	}
+	st, err := meta.Open(ctx, cfg.Store.Path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", cfg.Store.Path, err)
+		return nil, withExit(exitStore, fmt.Errorf("open store %s: %w", cfg.Store.Path, err))
 	}
 	return st, nil
 }

@@ -10,12 +10,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/hsmkms/hsmkms/cmd/internal/pki"
+	"github.com/hsmkms/hsmkms/meta"
 )
 
 func certsCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "certs",
-		Usage: "issue and list client certificates signed by the appliance CA",
+		Usage: "issue, list and revoke client certificates signed by the appliance CA",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "issue",
@@ -38,6 +39,7 @@ func certsCommand() *cli.Command {
 				Flags:  []cli.Flag{dirFlag()},
 				Action: certsList,
 			},
+			certsRevokeCommand(),
 		},
 	}
 }
@@ -63,9 +65,19 @@ func certsIssue(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("check --out: %w", err)
 	}
-	b, err := ca.IssueFile(out, pki.ClientRequest(c.String("name"), role, time.Duration(days)*24*time.Hour), time.Now())
+	st, release, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
+	}
+	defer release()
+	detail := fmt.Sprintf("name %q, role %s, %d days, out %s", c.String("name"), role, days, out)
+	b, err := ca.IssueFile(out, pki.ClientRequest(c.String("name"), role, time.Duration(days)*24*time.Hour), time.Now())
+	if err == nil {
+		detail += ", serial " + b.Cert.SerialNumber.Text(16)
+	}
+	// The certificate lives in files, not the store: only its outcome joins the record.
+	if aerr := auditedUpdate(c.Context, st, "certs issue", nil, detail, func(*meta.Tx) error { return err }); aerr != nil {
+		return aerr
 	}
 	fmt.Fprintf(c.App.Writer, "issued %s certificate %q (serial %s, valid until %s) to %s\n"+
 		"clients also need the CA certificate %s\n",

@@ -13,7 +13,9 @@
 //   - every failure reaches the operator as one "hsmkms: ..." line naming the file,
 //     key or flag at fault and the fix, with exit status 1;
 //   - serve shuts down in reverse order of opening: listener and in-flight batches,
-//     then the store, then the token.
+//     then the store, then the token;
+//   - serve's metrics, limits and revocation list are wired in observe.go; the admin
+//     listener (cmd/internal/admin) is the only importer of prometheus.
 //
 // Usage:
 //

@@ -37,6 +37,7 @@ func initCommand() *cli.Command {
 			&cli.StringFlag{Name: "token-label", Value: "hsmkms", Usage: "`LABEL` of the token"},
 			&cli.StringFlag{Name: "pin-file", Usage: "`FILE` holding the real HSM's user PIN"},
 			&cli.StringFlag{Name: "pin-env", Usage: "environment `VAR`iable holding the real HSM's user PIN"},
+			&cli.BoolFlag{Name: "tls-key-in-token", Usage: "keep the TLS server key in the token (ECDSA P-256, never exported) instead of pki/server-key.pem"},
 		},
 		Action: func(c *cli.Context) error {
 			return initAppliance(c.Context, c.App.Writer, initOptions{
@@ -46,6 +47,8 @@ func initCommand() *cli.Command {
 				tokenLabel: c.String("token-label"),
 				pinFile:    c.String("pin-file"),
 				pinEnv:     c.String("pin-env"),
+
+				tlsKeyInToken: c.Bool("tls-key-in-token"),
 			})
 		},
 	}
@@ -54,6 +57,7 @@ func initCommand() *cli.Command {
 type initOptions struct {
 	dir, module, tokenLabel, pinFile, pinEnv string
 	sans                                     []string
+	tlsKeyInToken                            bool
 }
 
 // initAppliance creates everything in order, the config file last: its presence is
@@ -142,6 +146,12 @@ func initAppliance(ctx context.Context, out io.Writer, o initOptions) (err error
 	}
 	line("CA", "%s (%s; key in ca-key.pem, 0600)", files.CA, ca.Cert.Subject.CommonName)
 	line("server cert", "%s for %s (key in server-key.pem, 0600)", files.Cert, strings.Join(pki.ServerRequest(o.sans, pki.ServerValidity).SANs, ", "))
+	if o.tlsKeyInToken {
+		if err := initTLSKey(ctx, cfg, dir, o, files, ca); err != nil {
+			return err
+		}
+		line("server key", "%s inside the token (server-key.pem removed; tls.key = %q)", hsm.TLSKeyLabel, cfg.TLS.Key)
+	}
 	line("admin bundle", "%s (certificate and key in one file, 0600, role admin)", files.Admin)
 
 	// The config file, last.
@@ -155,6 +165,10 @@ func initAppliance(ctx context.Context, out io.Writer, o initOptions) (err error
 		return fmt.Errorf("init config: %w", err)
 	}
 	line("config", "%s", cfgPath)
+	if err := recordInit(ctx, cfgPath, o.tokenLabel, o.sans); err != nil {
+		return err
+	}
+	line("audit trail", "first record written, chained with %s inside the token", hsm.AuditLabel)
 
 	fmt.Fprintf(out, "created an appliance in %s:\n%s\nnext: hsmkms serve --dir %s\n", dir, report.String(), o.dir)
 	return nil

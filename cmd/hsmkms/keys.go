@@ -186,12 +186,12 @@ func keysGrant(grant bool) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
-		st, err := openStore(c.Context, cfg, nil)
+		st, release, err := openAudited(c.Context, cfg)
 		if err != nil {
 			return err
 		}
-		defer st.Close()
-		err = st.Update(c.Context, func(tx *meta.Tx) error {
+		defer release()
+		err = auditedUpdate(c.Context, st, "keys "+verb, []string{id}, "identity "+identity, func(tx *meta.Tx) error {
 			if grant {
 				return tx.Grant(id, identity)
 			}

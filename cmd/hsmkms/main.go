@@ -14,11 +14,12 @@ func main() {
 	os.Exit(run(os.Args))
 }
 
-// run executes the app and turns its error into one line on stderr and exit code 1.
+// run executes the app and turns its error into one line on stderr and an exit status
+// (exit.go).
 func run(args []string) int {
 	if err := newApp().Run(args); err != nil {
 		fmt.Fprintf(os.Stderr, "hsmkms: %v\n", err)
-		return 1
+		return exitCode(err)
 	}
 	return 0
 }
@@ -37,6 +38,10 @@ func newApp() *cli.App {
 			keysCommand(),
 			benchCommand(),
 			conformanceCommand(),
+			configCommand(),
+			auditCommand(),
+			backupCommand(),
+			kekCommand(),
 			versionCommand(),
 		},
 		// Errors are printed once by run, not by urfave/cli's handler, which would

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/hsmkms/hsmkms/cmd/internal/admin"
 	"github.com/hsmkms/hsmkms/cmd/internal/config"
 	"github.com/hsmkms/hsmkms/cmd/internal/pki"
 	"github.com/hsmkms/hsmkms/kmip"
@@ -38,7 +39,7 @@ func serveCommand() *cli.Command {
 			if l := c.String("listen"); l != "" {
 				cfg.Server.Listen = l
 				if err := cfg.Validate(); err != nil {
-					return fmt.Errorf("check --listen: %w", err)
+					return withExit(exitConfig, fmt.Errorf("check --listen: %w", err))
 				}
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
@@ -54,41 +55,62 @@ func serveCommand() *cli.Command {
 func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 	log, err := cfg.Log.NewLogger(os.Stderr)
 	if err != nil {
-		return fmt.Errorf("check [log] in %s: %w", cfg.Path, err)
+		return withExit(exitConfig, fmt.Errorf("check [log] in %s: %w", cfg.Path, err))
 	}
-	files := pkiFiles(cfg)
-	tlsCfg, err := pki.ServerTLS(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key)
+	unlock, err := lockServe(cfg.Dir)
 	if err != nil {
-		return fmt.Errorf("load [tls] files named in %s: %w", cfg.Path, err)
+		return err
 	}
+	defer unlock()
+	files := pkiFiles(cfg)
+	metrics := admin.NewMetrics()
 
 	tok, err := openToken(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer tok.Close()
-	st, err := openStore(ctx, cfg, log)
+	metrics.WatchToken(tok.Stats)
+	tlsCfg, err := serverTLS(ctx, cfg, tok)
+	if err != nil {
+		return err
+	}
+	chain, err := auditChain(ctx, tok)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg, log, observeStore(metrics), chain)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	trail, err := openAuditTrail(cfg, log, st)
+	if err != nil {
+		return err
+	}
+	defer trail.Close()
 
+	pol, err := policy(cfg.Auth)
+	if err != nil {
+		return fmt.Errorf("check [auth] roles in %s: %w", cfg.Path, err)
+	}
 	svc := ops.New(ops.Config{
 		Keys:       tok,
 		Store:      st,
 		Logger:     log,
-		RoleOf:     roleOf(cfg.Auth.Admins),
+		Policy:     pol,
 		ServerInfo: "hsmkms " + version,
 	})
 	mux := kmip.NewMux()
 	svc.Register(mux)
 
+	raiseFileLimit(log)
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s (server.listen in %s, or --listen): %w", cfg.Server.Listen, cfg.Path, err)
 	}
 	srv := &kmip.Server{
-		Handler:          mux,
+		Handler:          kmip.Audit(trail)(mux),
 		TLSConfig:        tlsCfg,
 		Logger:           log,
 		MaxMessageSize:   cfg.Server.MaxMessageSize,
@@ -97,6 +119,10 @@ func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 		IdleTimeout:      cfg.Server.IdleTimeout,
 		MaxConns:         cfg.Server.MaxConnections,
 	}
+	observeServer(srv, cfg, metrics, log)
+	stopAdmin := startAdmin(cfg, log, metrics, tok, st, srv)
+	defer stopAdmin()
+	scheduleBackups(ctx, cfg, tok, st, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "addr", ln.Addr().String(), "dir", cfg.Dir, "ca", files.CA, "version", version)
@@ -121,19 +147,22 @@ func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 	return nil
 }
 
-// roleOf gives the admin role to certificates the appliance CA issued with OU
-// hsmkms-admin, and to the identities listed in auth.admins.
-func roleOf(admins []string) func(*kmip.Peer) ops.Role {
-	return func(p *kmip.Peer) ops.Role {
-		if p == nil {
-			return ops.RoleClient
-		}
+// policy builds the authorisation policy of [auth]: the configured roles first, then
+// the default mapping, admin for certificates the appliance CA issued with OU
+// hsmkms-admin and for the identities in auth.admins, client for everyone else.
+func policy(auth config.Auth) (*ops.Policy, error) {
+	specs := make([]ops.RoleSpec, len(auth.Roles))
+	for i, r := range auth.Roles {
+		specs[i] = ops.RoleSpec{Name: r.Name, Operations: r.Operations, AllObjects: r.AllObjects,
+			Identities: r.Identities, Subjects: r.Subjects, SANs: r.SANs, Issuers: r.Issuers}
+	}
+	return ops.NewPolicy(specs, func(p *kmip.Peer) string {
 		if r, ok := pki.RoleOf(p.Cert); ok && r == pki.RoleAdmin {
 			return ops.RoleAdmin
 		}
-		if p.Identity != "" && slices.Contains(admins, p.Identity) {
+		if p.Identity != "" && slices.Contains(auth.Admins, p.Identity) {
 			return ops.RoleAdmin
 		}
 		return ops.RoleClient
-	}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"testing"
 
+	"github.com/hsmkms/hsmkms/cmd/internal/config"
 	"github.com/hsmkms/hsmkms/cmd/internal/pki"
 	"github.com/hsmkms/hsmkms/kmip"
 	"github.com/hsmkms/hsmkms/kmip/ops"
@@ -15,12 +16,18 @@ func TestRoleOf(t *testing.T) {
 	cert := func(cn string, ou ...string) *x509.Certificate {
 		return &x509.Certificate{Subject: pkix.Name{CommonName: cn, OrganizationalUnit: ou}}
 	}
-	roleOf := roleOf([]string{"ops"})
+	pol, err := policy(config.Auth{Admins: []string{"ops"}, Roles: []config.Role{
+		{Name: "auditor", Operations: []string{"Get Attributes", "Locate"}, AllObjects: true, Identities: []string{"aud"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		peer *kmip.Peer
-		want ops.Role
+		want string
 	}{
+		{"configured role", &kmip.Peer{Identity: "aud", Cert: cert("aud", pki.OUAdmin)}, "auditor"},
 		{"admin OU", &kmip.Peer{Identity: "a", Cert: cert("a", pki.OUAdmin)}, ops.RoleAdmin},
 		{"client OU", &kmip.Peer{Identity: "c", Cert: cert("c", pki.OUClient)}, ops.RoleClient},
 		{"listed in auth.admins", &kmip.Peer{Identity: "ops", Cert: cert("ops", pki.OUClient)}, ops.RoleAdmin},
@@ -30,7 +37,7 @@ func TestRoleOf(t *testing.T) {
 		{"no peer", nil, ops.RoleClient},
 	}
 	for _, tt := range tests {
-		if got := roleOf(tt.peer); got != tt.want {
+		if got := pol.RoleOf(tt.peer); got != tt.want {
 			t.Errorf("%s: role %v, want %v", tt.name, got, tt.want)
 		}
 	}

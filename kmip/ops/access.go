@@ -15,7 +15,7 @@ import (
 	"github.com/hsmkms/hsmkms/meta"
 )
 
-// caller is who sends the request.
+// caller is who sends the request; admin means its role acts on every object.
 type caller struct {
 	identity string
 	admin    bool
@@ -26,7 +26,7 @@ func (s *Service) caller(ctx context.Context) caller {
 	if p == nil {
 		return caller{}
 	}
-	return caller{identity: p.Identity, admin: s.roleOf(p) == RoleAdmin}
+	return caller{identity: p.Identity, admin: s.policy.roleOf(p).spec.AllObjects}
 }
 
 // uid is the request's Unique Identifier, or the batch's ID placeholder.
@@ -122,27 +122,19 @@ func newID() (string, error) {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }
 
-// keyOf names an object's material for the token. An AES key is imported as an AES
-// token key only when its length matched its Cryptographic Length (see register.go);
-// RFC 5649 wrapping of n bytes yields 8+ceil(n/8)*8 bytes, so the blob length tells the
-// two apart without another column.
+// keyOf names an object's material for the token: a Symmetric Key by its algorithm
+// (see symmetricKind), anything else as secret data.
 func keyOf(o *meta.Object) hsm.Key {
 	kind := hsm.KindSecret
-	if kmip14.ObjectType(o.Type) == kmip14.ObjectTypeSymmetricKey && isAES(o) {
-		kind = hsm.KindAES
+	if kmip14.ObjectType(o.Type) == kmip14.ObjectTypeSymmetricKey {
+		kind = symmetricKind(o)
 	}
 	return hsm.Key{ID: o.ID, Kind: kind, Wrapped: hsm.Wrapped{Blob: o.Wrapped, KEK: o.KEK}}
 }
 
+// isAES reports whether o is an AES key the token can compute with.
 func isAES(o *meta.Object) bool {
-	if kmip14.CryptographicAlgorithm(o.Algorithm) != kmip14.CryptographicAlgorithmAES {
-		return false
-	}
-	switch o.Length {
-	case 128, 192, 256:
-		return len(o.Wrapped) == 8+int(o.Length)/8
-	}
-	return false
+	return kmip14.ObjectType(o.Type) == kmip14.ObjectTypeSymmetricKey && symmetricKind(o) == hsm.KindAES
 }
 
 func destroyed(o *meta.Object) bool {

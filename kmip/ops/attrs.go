@@ -96,6 +96,16 @@ var specs = map[string]attrSpec{
 	attrExtractable:                    {since: v14, settable: true, modifiable: true},
 	attrAlwaysSensitive:                {since: v14},
 	attrNeverExtractable:               {since: v14},
+	attrUsageLimits:                    {since: v10, settable: true},
+	attrCertType:                       {since: v10},
+	attrCertIdentifier:                 {since: v10},
+	attrCertSubject:                    {since: v10},
+	attrCertIssuer:                     {since: v10},
+	attrCertLength:                     {since: v11},
+	attrX509Identifier:                 {since: v11},
+	attrX509Subject:                    {since: v11},
+	attrX509Issuer:                     {since: v11},
+	attrDigitalSignature:               {since: v11},
 }
 
 var (
@@ -300,6 +310,9 @@ func checkValue(a attr) error {
 	}
 	if t, ok := valueTypes[a.name]; ok && a.value.Type != t {
 		return kmip.Errorf(kmip14.ResultReasonInvalidField, "attribute %q must be %v, got %v", a.name, t, a.value.Type)
+	}
+	if a.name == attrUsageLimits {
+		return checkUsageLimits(a.value) // usage.go
 	}
 	if a.name == attrName {
 		nv := a.value.Child(kmip14.TagNameValue)

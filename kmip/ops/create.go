@@ -10,7 +10,8 @@ import (
 	"github.com/hsmkms/hsmkms/meta"
 )
 
-// create generates a symmetric key inside the token (KMIP Create).
+// create generates a symmetric key inside the token (KMIP Create): AES, 3DES or an
+// HMAC key (kept as a generic secret the token MACs with).
 func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	ot := it.Payload.Child(kmip14.TagObjectType)
 	if ot == nil || ot.Type != msg.TypeEnumeration {
@@ -19,7 +20,7 @@ func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 	if kmip14.ObjectType(ot.Int) != kmip14.ObjectTypeSymmetricKey {
 		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Create makes Symmetric Keys; use Register for %v", kmip14.ObjectType(ot.Int))
 	}
-	in, err := templateAttrs(it.Payload.Child(kmip14.TagTemplateAttribute))
+	in, err := s.withTemplates(ctx, it.Payload.Child(kmip14.TagTemplateAttribute))
 	if err != nil {
 		return nil, err
 	}
@@ -30,15 +31,7 @@ func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 	if o.Algorithm == 0 {
 		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Create needs a Cryptographic Algorithm")
 	}
-	if kmip14.CryptographicAlgorithm(o.Algorithm) != kmip14.CryptographicAlgorithmAES {
-		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "cryptographic algorithm %v is not supported for Create; use AES", kmip14.CryptographicAlgorithm(o.Algorithm))
-	}
-	switch o.Length {
-	case 128, 192, 256:
-	default:
-		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "AES keys are 128, 192 or 256 bits, not %d", o.Length)
-	}
-	w, digest, err := s.keys.Generate(ctx, int(o.Length))
+	w, digest, err := s.generate(ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -55,6 +48,15 @@ func (s *Service) create(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 // (SHA-256 of the key value, kept so Get Attributes answers it even after Destroy), and
 // stores it.
 func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, generated bool, v msg.Version) error {
+	if err := s.prepareNew(ctx, o, digest, generated); err != nil {
+		return err
+	}
+	return s.storeNew(ctx, v, o)
+}
+
+// prepareNew is finishNew without the store write, for operations that create several
+// objects in one transaction (Create Key Pair).
+func (s *Service) prepareNew(ctx context.Context, o *meta.Object, digest []byte, generated bool) error {
 	id, err := newID()
 	if err != nil {
 		return err
@@ -67,14 +69,15 @@ func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, 
 	if !o.Activation.IsZero() && !o.Activation.After(now) {
 		o.State = uint32(kmip14.StateActive)
 	}
-	format := kmip14.KeyFormatType(o.Format)
-	if format == kmip14.KeyFormatTypeTransparentSymmetricKey {
-		format = kmip14.KeyFormatTypeRaw
+	// The Digest is over the encoding of the format the material came in (see
+	// materialDigest). Objects without material (templates) have none.
+	if digest != nil {
+		setGeneric(o, attrDigest, 0, structVal(
+			msg.Enum(kmip14.TagHashingAlgorithm, uint32(kmip14.HashingAlgorithmSHA_256)),
+			msg.Bytes(kmip14.TagDigestValue, digest),
+			msg.Enum(kmip14.TagKeyFormatType, o.Format)))
 	}
-	setGeneric(o, attrDigest, 0, structVal(
-		msg.Enum(kmip14.TagHashingAlgorithm, uint32(kmip14.HashingAlgorithmSHA_256)),
-		msg.Bytes(kmip14.TagDigestValue, digest),
-		msg.Enum(kmip14.TagKeyFormatType, uint32(format))))
+	startUsageLimits(o)
 	// Attributes with a default (Sensitive, Extractable, Fresh, Lease Time, Original
 	// Creation Date) are stored only when they differ from it; attributes() supplies
 	// the rest, which keeps a Create to a few rows.
@@ -89,11 +92,25 @@ func (s *Service) finishNew(ctx context.Context, o *meta.Object, digest []byte, 
 		// Unspecified is true for every HSM.
 		setGeneric(o, attrRNG, 0, structVal(msg.Enum(kmip14.TagRNGAlgorithm, uint32(kmip14.RNGAlgorithmUnspecified))))
 	}
-	err = s.store.Update(ctx, func(tx *meta.Tx) error { return tx.Create(o) })
-	if err != nil {
-		s.keys.Forget(o.ID)
-		return err
-	}
-	s.log.DebugContext(ctx, "object created", "object_id", o.ID, "kmip_version", v.String())
 	return nil
+}
+
+// storeNew writes prepared objects in one transaction: all of them or none.
+func (s *Service) storeNew(ctx context.Context, v msg.Version, objs ...*meta.Object) error {
+	err := s.store.Update(ctx, func(tx *meta.Tx) error {
+		for _, o := range objs {
+			if err := tx.Create(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, o := range objs {
+		if err != nil {
+			s.keys.Forget(o.ID)
+			continue
+		}
+		s.log.DebugContext(ctx, "object created", "object_id", o.ID, "kmip_version", v.String())
+	}
+	return err
 }

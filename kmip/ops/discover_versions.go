@@ -14,6 +14,12 @@ import (
 func (s *Service) discoverVersions(_ context.Context, it *kmip.Item) (*msg.Node, error) {
 	out := msg.Struct(kmip14.TagResponsePayload)
 	asked := it.Payload.All(kmip14.TagProtocolVersion)
+	for _, a := range asked {
+		major, minor := a.Child(kmip14.TagProtocolVersionMajor), a.Child(kmip14.TagProtocolVersionMinor)
+		if major == nil || minor == nil || major.Type != msg.TypeInteger || minor.Type != msg.TypeInteger {
+			return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "a Protocol Version needs an Integer Major and Minor")
+		}
+	}
 	for _, v := range msg.Supported {
 		if len(asked) > 0 && !contains(asked, v) {
 			continue

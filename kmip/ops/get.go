@@ -10,15 +10,12 @@ import (
 	"github.com/hsmkms/hsmkms/meta"
 )
 
-// get returns an object with its key material (KMIP Get). It is the only caller of
-// Keys.ExportPlain.
+// get returns an object with its key material (KMIP Get). It and getAsym
+// (formats.go), for private keys, are the only callers of Keys.ExportPlain.
 func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	id, err := uid(it)
 	if err != nil {
 		return nil, err
-	}
-	if it.Payload.Child(kmip14.TagKeyWrappingSpecification) != nil {
-		return nil, kmip.Errorf(kmip14.ResultReasonFeatureNotSupported, "Get with a Key Wrapping Specification is not supported yet")
 	}
 	o, err := s.view(ctx, id)
 	if err != nil {
@@ -26,6 +23,9 @@ func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	}
 	if destroyed(o) || o.Wrapped == nil {
 		return nil, kmip.Errorf(kmip14.ResultReasonItemNotFound, "object %q has been destroyed; only its attributes remain", id)
+	}
+	if kws := it.Payload.Child(kmip14.TagKeyWrappingSpecification); kws != nil {
+		return s.getWrapped(ctx, it, o, kws) // wrap.go: a Sensitive key may leave wrapped
 	}
 	if genericBool(o, attrSensitive, false) {
 		return nil, kmip.Errorf(kmip14.ResultReasonPermissionDenied, "object %q is Sensitive: its key material cannot be returned", id)
@@ -40,6 +40,9 @@ func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	if c := it.Payload.Child(kmip14.TagKeyCompressionType); c != nil {
 		return nil, kmip.Errorf(kmip14.ResultReasonKeyCompressionTypeNotSupported, "key compression applies to elliptic curve keys only")
 	}
+	if isAsym(o.Type) {
+		return s.getAsym(ctx, o, format, it.Payload.Child(kmip14.TagKeyFormatType) != nil) // formats.go
+	}
 	ot := kmip14.ObjectType(o.Type)
 	switch {
 	case ot == kmip14.ObjectTypeSymmetricKey && (format == kmip14.KeyFormatTypeRaw || format == kmip14.KeyFormatTypeTransparentSymmetricKey):
@@ -51,16 +54,9 @@ func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if genericBool(o, attrFresh, true) {
-		// The key has now been served to a client: it is no longer Fresh. Only the
-		// first Get of a key pays for this write.
-		if _, err := s.mutate(ctx, id, func(o *meta.Object) error {
-			setGeneric(o, attrFresh, 0, boolVal(false))
-			return nil
-		}); err != nil {
-			clear(material)
-			return nil, err
-		}
+	if err := s.markServed(ctx, o); err != nil {
+		clear(material)
+		return nil, err
 	}
 	km := msg.Bytes(kmip14.TagKeyMaterial, material)
 	if format == kmip14.KeyFormatTypeTransparentSymmetricKey {
@@ -86,4 +82,17 @@ func (s *Service) get(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 		msg.Enum(kmip14.TagObjectType, o.Type),
 		msg.Text(kmip14.TagUniqueIdentifier, id),
 		obj), nil
+}
+
+// markServed records that o's key material was served to a client: it is no longer
+// Fresh. Only the first Get of a key pays for this write.
+func (s *Service) markServed(ctx context.Context, o *meta.Object) error {
+	if !genericBool(o, attrFresh, true) {
+		return nil
+	}
+	_, err := s.mutate(ctx, o.ID, func(o *meta.Object) error {
+		setGeneric(o, attrFresh, 0, boolVal(false))
+		return nil
+	})
+	return err
 }

@@ -19,15 +19,8 @@ func (s *Service) modifyAttribute(ctx context.Context, it *kmip.Item) (*msg.Node
 	if err != nil {
 		return nil, err
 	}
-	an := it.Payload.Child(kmip14.TagAttribute)
-	if an == nil {
-		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Modify Attribute needs an Attribute")
-	}
-	a, err := parseAttribute(an)
+	a, err := requestAttr(it, "Modify Attribute")
 	if err != nil {
-		return nil, err
-	}
-	if err := checkValue(a); err != nil {
 		return nil, err
 	}
 	spec, known := specs[a.name]
@@ -38,23 +31,8 @@ func (s *Service) modifyAttribute(ctx context.Context, it *kmip.Item) (*msg.Node
 		if destroyed(o) {
 			return kmip.Errorf(kmip14.ResultReasonPermissionDenied, "object %q is destroyed", id)
 		}
-		now := s.now().UTC()
-		switch a.name {
-		case attrActivationDate:
-			if kmip14.State(o.State) != kmip14.StatePreActive {
-				return kmip.Errorf(kmip14.ResultReasonPermissionDenied, "the Activation Date of a %v object cannot change", kmip14.State(o.State))
-			}
-			o.Activation = a.value.Time()
-			if !o.Activation.After(now) {
-				o.State = uint32(kmip14.StateActive)
-			}
-			return nil
-		case attrDeactivationDate:
-			if st := kmip14.State(o.State); st != kmip14.StatePreActive && st != kmip14.StateActive {
-				return kmip.Errorf(kmip14.ResultReasonPermissionDenied, "the Deactivation Date of a %v object cannot change", st)
-			}
-			o.Deactivation = a.value.Time()
-			return nil
+		if a.name == attrActivationDate || a.name == attrDeactivationDate {
+			return setLifecycleDate(o, a, s.now())
 		}
 		found := false
 		for _, x := range attributes(o) {

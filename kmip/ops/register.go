@@ -2,11 +2,9 @@ package ops
 
 import (
 	"context"
-	"crypto/sha256"
 
 	"github.com/gemalto/kmip-go/kmip14"
 
-	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/kmip"
 	"github.com/hsmkms/hsmkms/kmip/msg"
 	"github.com/hsmkms/hsmkms/meta"
@@ -20,7 +18,7 @@ func (s *Service) register(ctx context.Context, it *kmip.Item) (*msg.Node, error
 	if ot == nil || ot.Type != msg.TypeEnumeration {
 		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Register needs an Object Type")
 	}
-	in, err := templateAttrs(it.Payload.Child(kmip14.TagTemplateAttribute))
+	in, err := s.withTemplates(ctx, it.Payload.Child(kmip14.TagTemplateAttribute))
 	if err != nil {
 		return nil, err
 	}
@@ -37,8 +35,15 @@ func (s *Service) register(ctx context.Context, it *kmip.Item) (*msg.Node, error
 			return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Secret Data needs a Secret Data Type")
 		}
 		block = sd.Child(kmip14.TagKeyBlock)
+	case kmip14.ObjectTypeTemplate:
+		return s.registerTemplate(ctx, it, in) // template.go
+	case kmip14.ObjectTypePublicKey, kmip14.ObjectTypePrivateKey, kmip14.ObjectTypeCertificate:
+		return s.registerAsym(ctx, it, o, in) // register_asym.go
 	default:
 		return nil, kmip.Errorf(kmip14.ResultReasonFeatureNotSupported, "registering %v objects is not supported", kmip14.ObjectType(ot.Int))
+	}
+	if block.Child(kmip14.TagKeyWrappingData) != nil {
+		return s.registerWrapped(ctx, it, o, block, in) // wrap.go
 	}
 	material, err := s.readBlock(block, o, &in)
 	if err != nil {
@@ -47,29 +52,17 @@ func (s *Service) register(ctx context.Context, it *kmip.Item) (*msg.Node, error
 	if err := applyAttrs(o, in, it.Version); err != nil {
 		return nil, err
 	}
-	kind := hsm.KindSecret
-	if o.Type == uint32(kmip14.ObjectTypeSymmetricKey) {
-		if o.Length == 0 {
-			o.Length = int32(len(material) * 8)
-		}
-		// Import as an AES token key only when the material is what it claims to be;
-		// anything else (old Percona releases registered base64 text) is kept as an
-		// opaque secret that Get returns unchanged but Encrypt refuses.
-		if kmip14.CryptographicAlgorithm(o.Algorithm) == kmip14.CryptographicAlgorithmAES && int(o.Length) == len(material)*8 &&
-			(len(material) == 16 || len(material) == 24 || len(material) == 32) {
-			kind = hsm.KindAES
-		}
-	}
+	kind := materialKind(o, material) // symkind.go
 	// The client sent the material, so hashing it here reveals nothing new and saves
 	// the token an unwrap.
-	digest := sha256.Sum256(material)
+	digest := materialDigest(o, material)
 	w, err := s.keys.Import(ctx, kind, material)
 	clear(material)
 	if err != nil {
 		return nil, err
 	}
 	o.Wrapped, o.KEK = w.Blob, w.KEK
-	if err := s.finishNew(ctx, o, digest[:], false, it.Version); err != nil {
+	if err := s.finishNew(ctx, o, digest, false, it.Version); err != nil {
 		return nil, err
 	}
 	return msg.Struct(kmip14.TagResponsePayload, msg.Text(kmip14.TagUniqueIdentifier, o.ID)), nil

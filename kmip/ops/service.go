@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"crypto"
 	"log/slog"
 	"time"
 
@@ -21,6 +22,19 @@ type Keys interface {
 	Decrypt(ctx context.Context, r hsm.CipherRequest) ([]byte, error)
 	Random(ctx context.Context, n int) ([]byte, error)
 	Forget(id string)
+
+	// Asymmetric keys and key wrapping (create_key_pair.go, sign.go, wrap.go).
+	GenerateKeyPair(ctx context.Context, r hsm.KeyPairRequest) (hsm.KeyPair, error)
+	ImportPrivate(ctx context.Context, key crypto.PrivateKey) (hsm.Wrapped, error)
+	Sign(ctx context.Context, r hsm.SignRequest) ([]byte, error)
+	DecryptOAEP(ctx context.Context, r hsm.OAEPRequest) ([]byte, error)
+	WrapKey(ctx context.Context, r hsm.WrapRequest) ([]byte, error)
+	UnwrapKey(ctx context.Context, r hsm.UnwrapRequest) (hsm.Unwrapped, error)
+
+	// HMAC and 3DES keys and MACs (create.go, rekey.go, mac.go).
+	GenerateSecret(ctx context.Context, kind hsm.KeyKind, bits int) (hsm.Wrapped, []byte, error)
+	MAC(ctx context.Context, r hsm.MACRequest) ([]byte, error)
+	VerifyMAC(ctx context.Context, r hsm.MACRequest, mac []byte) (bool, error)
 }
 
 // Store is what the operations need from the metadata database. *meta.Store implements it.
@@ -34,24 +48,14 @@ var (
 	_ Store = (*meta.Store)(nil)
 )
 
-// Role is what a client may do.
-type Role int
-
-const (
-	// RoleClient may create and register keys, which it then owns, and use, read and
-	// manage only the objects it owns or was granted.
-	RoleClient Role = iota
-	// RoleAdmin may do everything to every object.
-	RoleAdmin
-)
-
 // Config assembles a Service.
 type Config struct {
 	Keys   Keys
 	Store  Store
 	Logger *slog.Logger // nil: discard
-	// RoleOf decides the role of a connection's peer; nil treats everyone as a client.
-	RoleOf func(*kmip.Peer) Role
+	// Policy decides the role of a connection's peer (authz.go); nil gives everyone
+	// the built-in client role.
+	Policy *Policy
 	Now    func() time.Time // nil: time.Now
 	// ServerInfo is the vendor text Query reports.
 	ServerInfo string
@@ -59,13 +63,15 @@ type Config struct {
 
 // Service implements the KMIP operations on a token and a store.
 type Service struct {
-	keys   Keys
-	store  Store
-	log    *slog.Logger
-	roleOf func(*kmip.Peer) Role
-	now    func() time.Time
-	info   string
-	cache  *objectCache
+	keys    Keys
+	store   Store
+	log     *slog.Logger
+	policy  *Policy
+	now     func() time.Time
+	info    string
+	cache   *objectCache
+	streams *streams
+	mux     *kmip.Mux // what Register installed, which Query reports
 }
 
 // cachedObjects bounds the object cache: about 2 KiB each, so a few tens of MiB.
@@ -73,13 +79,13 @@ const cachedObjects = 16384
 
 // New builds a Service.
 func New(cfg Config) *Service {
-	s := &Service{keys: cfg.Keys, store: cfg.Store, log: cfg.Logger, roleOf: cfg.RoleOf, now: cfg.Now, info: cfg.ServerInfo,
-		cache: newObjectCache(cachedObjects)}
+	s := &Service{keys: cfg.Keys, store: cfg.Store, log: cfg.Logger, policy: cfg.Policy, now: cfg.Now, info: cfg.ServerInfo,
+		cache: newObjectCache(cachedObjects), streams: newStreams()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	if s.roleOf == nil {
-		s.roleOf = func(*kmip.Peer) Role { return RoleClient }
+	if s.policy == nil {
+		s.policy, _ = NewPolicy(nil, nil) // the built-in roles always compile
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -90,24 +96,37 @@ func New(cfg Config) *Service {
 	return s
 }
 
-// Register adds every operation to m.
+// Register adds every operation to m, each behind the policy's operation check.
 func (s *Service) Register(m *kmip.Mux) {
+	s.mux = m
 	for op, h := range map[kmip14.Operation]kmip.HandlerFunc{
-		kmip14.OperationDiscoverVersions: s.discoverVersions,
-		kmip14.OperationQuery:            s.query,
-		kmip14.OperationCreate:           s.create,
-		kmip14.OperationRegister:         s.register,
-		kmip14.OperationGet:              s.get,
-		kmip14.OperationGetAttributes:    s.getAttributes,
-		kmip14.OperationGetAttributeList: s.getAttributeList,
-		kmip14.OperationModifyAttribute:  s.modifyAttribute,
-		kmip14.OperationActivate:         s.activate,
-		kmip14.OperationRevoke:           s.revoke,
-		kmip14.OperationDestroy:          s.destroy,
-		kmip14.OperationLocate:           s.locate,
-		kmip14.OperationEncrypt:          s.encrypt,
-		kmip14.OperationDecrypt:          s.decrypt,
+		kmip14.OperationDiscoverVersions:   s.discoverVersions,
+		kmip14.OperationQuery:              s.query,
+		kmip14.OperationCreate:             s.create,
+		kmip14.OperationRegister:           s.register,
+		kmip14.OperationGet:                s.get,
+		kmip14.OperationGetAttributes:      s.getAttributes,
+		kmip14.OperationGetAttributeList:   s.getAttributeList,
+		kmip14.OperationModifyAttribute:    s.modifyAttribute,
+		kmip14.OperationActivate:           s.activate,
+		kmip14.OperationRevoke:             s.revoke,
+		kmip14.OperationDestroy:            s.destroy,
+		kmip14.OperationLocate:             s.locate,
+		kmip14.OperationEncrypt:            s.encrypt,
+		kmip14.OperationDecrypt:            s.decrypt,
+		kmip14.OperationCreateKeyPair:      s.createKeyPair,
+		kmip14.OperationSign:               s.sign,
+		kmip14.OperationSignatureVerify:    s.signatureVerify,
+		kmip14.OperationAddAttribute:       s.addAttribute,
+		kmip14.OperationDeleteAttribute:    s.deleteAttribute,
+		kmip14.OperationCheck:              s.check,
+		kmip14.OperationReKey:              s.reKey,
+		kmip14.OperationObtainLease:        s.obtainLease,
+		kmip14.OperationGetUsageAllocation: s.getUsageAllocation,
+		kmip14.OperationMAC:                s.mac,
+		kmip14.OperationMACVerify:          s.macVerify,
+		kmip14.OperationRNGRetrieve:        s.rngRetrieve,
 	} {
-		m.Handle(uint32(op), h)
+		m.Handle(uint32(op), s.authorized(op, h))
 	}
 }

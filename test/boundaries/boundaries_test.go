@@ -27,6 +27,7 @@ var owners = []struct {
 	{"database/sql", []string{"meta"}},
 	{"modernc.org/sqlite", []string{"meta"}},
 	{"github.com/urfave/cli", []string{"cmd/hsmkms"}},
+	{"github.com/prometheus", []string{"cmd/internal/admin"}},
 }
 
 // leaves import no package of this module (their test kits, such as hsm/hsmtest, may).

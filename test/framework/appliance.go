@@ -25,6 +25,8 @@ type ApplianceOptions struct {
 	Dir string
 	// SANs are extra server certificate names (init --san).
 	SANs []string
+	// InitArgs are more flags for init, e.g. "--tls-key-in-token".
+	InitArgs []string
 	// Env is added to the server's and the CLI's environment, e.g.
 	// "HSMKMS_LOG_LEVEL=debug" or "HSMKMS_SERVER_IDLE_TIMEOUT=2s".
 	Env []string
@@ -34,13 +36,17 @@ type ApplianceOptions struct {
 
 // Appliance is an initialised hsmkms directory and, after Serve, its running server.
 type Appliance struct {
-	Bin      string // the hsmkms binary
-	Dir      string // the appliance directory
-	Addr     string // host:port the server listens on (127.0.0.1)
-	AdminPEM string // DIR/pki/admin.pem: administrator certificate and key
-	CAPEM    string // DIR/pki/ca.pem: the CA clients must trust
-	Server   *Process
-	Env      []string
+	Bin  string // the hsmkms binary
+	Dir  string // the appliance directory
+	Addr string // host:port the server listens on (127.0.0.1)
+	// AdminAddr is the admin listener (/metrics, /healthz, /readyz), a free loopback
+	// port so that parallel appliances do not fight over the default 9696. Env may
+	// override it with HSMKMS_ADMIN_LISTEN.
+	AdminAddr string
+	AdminPEM  string // DIR/pki/admin.pem: administrator certificate and key
+	CAPEM     string // DIR/pki/ca.pem: the CA clients must trust
+	Server    *Process
+	Env       []string
 
 	t testing.TB
 }
@@ -66,6 +72,7 @@ func StartAppliance(t testing.TB, bin string, opts ApplianceOptions) *Appliance 
 	for _, s := range opts.SANs {
 		args = append(args, "--san", s)
 	}
+	args = append(args, opts.InitArgs...)
 	res, err := Run(context.Background(), InitTimeout, a.Env, bin, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -85,9 +92,10 @@ func StartAppliance(t testing.TB, bin string, opts ApplianceOptions) *Appliance 
 func (a *Appliance) Serve(t testing.TB) {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a.Addr = FreeAddr(t)
+		a.Addr, a.AdminAddr = FreeAddr(t), FreeAddr(t)
 		p := New(t, "hsmkms serve "+filepath.Base(a.Dir), a.Bin, "serve", "--dir", a.Dir, "--listen", a.Addr)
-		p.Env = a.Env
+		// a.Env comes last: for a repeated variable the last value wins.
+		p.Env = append([]string{"HSMKMS_ADMIN_LISTEN=" + a.AdminAddr}, a.Env...)
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}

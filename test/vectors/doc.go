@@ -17,11 +17,24 @@
 //     concrete Date-Time the file never sent in a request is a server time stamp and is
 //     accepted within Tolerance of now;
 //   - Result Message text is ignored (only its type is checked);
-//   - Key Material, and Digest Value inside an attribute, of objects the server created
-//     (Create, Create Key Pair, Re-key) are random: only their length is compared;
+//   - values the server chose at random are compared by length only: Key Material
+//     and Digest Value of objects the server created (Create, Create Key Pair,
+//     Re-key, in this conversation or an earlier one of the same Runner), the Data
+//     and tag that such a key encrypts, decrypts or MACs, the ciphertext and tag of
+//     an Encrypt under an IV the server chose, and RNG Retrieve's Data;
 //   - an IV/Counter/Nonce in a reply to a request that supplied none is random;
+//   - a random value is captured under its tag's placeholder name ($IV_COUNTER_NONCE,
+//     $DATA_0 for the first Data, ...), which some files use in later requests while
+//     their expected reply shows the reference server's example value;
+//   - a Discover Versions reply to a request that listed no versions may start with
+//     versions newer than the request's (the file was recorded on an older server);
+//   - a Query reply must report every operation and object type the file lists, in
+//     any order (a server may support more); Vendor Identification and the contents
+//     of Server Information describe the vendor and are not compared;
 //   - when a Get Attributes request names no attributes, and always for Get Attribute
-//     List, the attributes (names) are compared as a multiset.
+//     List, the attributes (names) are compared as a multiset; such a Get Attributes
+//     reply may also carry attributes that the file's own expected Get Attribute List
+//     reply listed for the same object (TL-M-3's reference replies disagree).
 //
 // Usage:
 //

@@ -52,6 +52,12 @@ type Runner struct {
 	Skip      map[string]string // base file name → reason
 	Timeout   time.Duration     // per message; zero means 30 s
 	Tolerance time.Duration     // for time stamps; zero means DefaultTolerance
+
+	// created holds the identifiers of every object the server generated during
+	// this Runner's life: a conversation may use a key an earlier one created (the
+	// Tape Library files TL-M-2 and TL-M-3 do), and that key's material is as random
+	// there as where it was made. A Runner runs one file at a time.
+	created map[string]bool
 }
 
 // RunAll runs every file, writes one line per file to w, then the totals and the skip
@@ -117,7 +123,11 @@ func (r *Runner) run(ctx context.Context, path string) error {
 		return fmt.Errorf("dial %s: %w", r.Addr, err)
 	}
 	defer conn.Close()
+	if r.created == nil {
+		r.created = map[string]bool{}
+	}
 	st := NewState()
+	st.Created = r.created
 	st.Tolerance = r.Tolerance
 	for i, step := range conv.Steps {
 		if err := r.step(ctx, conn, st, step); err != nil {

@@ -231,3 +231,102 @@ func TestFailureMessageIgnored(t *testing.T) {
 		t.Fatal("payload on a failure not reported")
 	}
 }
+
+// exchange builds a one-item request and reply for op.
+func exchange(op kmip14.Operation, header []*msg.Node, req []*msg.Node, resp ...*msg.Node) (*msg.Node, *msg.Node) {
+	h := msg.Struct(kmip14.TagRequestHeader, msg.Struct(kmip14.TagProtocolVersion,
+		msg.Int(kmip14.TagProtocolVersionMajor, 1), msg.Int(kmip14.TagProtocolVersionMinor, 2)))
+	h.Children = append(h.Children, header...)
+	rq := msg.Struct(kmip14.TagRequestMessage, h, msg.Struct(kmip14.TagBatchItem,
+		msg.Enum(kmip14.TagOperation, uint32(op)), msg.Struct(kmip14.TagRequestPayload, req...)))
+	rp := msg.Struct(kmip14.TagResponseMessage, msg.Struct(kmip14.TagBatchItem,
+		msg.Enum(kmip14.TagOperation, uint32(op)),
+		msg.Enum(kmip14.TagResultStatus, uint32(kmip14.ResultStatusSuccess)),
+		msg.Struct(kmip14.TagResponsePayload, resp...)))
+	return rq, rp
+}
+
+func version(minor int32) *msg.Node {
+	return msg.Struct(kmip14.TagProtocolVersion, msg.Int(kmip14.TagProtocolVersionMajor, 1), msg.Int(kmip14.TagProtocolVersionMinor, minor))
+}
+
+// TestCompareServerFacts covers the rules for values that describe the server or that
+// it chose: random ciphertexts and their capture, Discover Versions of a newer server,
+// Query's sets, and attributes the file's own Get Attribute List listed.
+func TestCompareServerFacts(t *testing.T) {
+	uid := msg.Text(kmip14.TagUniqueIdentifier, "k")
+	data := func(b byte) *msg.Node { return msg.Bytes(kmip14.TagData, []byte{b, b, b, b}) }
+	iv := func(b byte) *msg.Node { return msg.Bytes(kmip14.TagIVCounterNonce, []byte{b, b}) }
+	op := func(o kmip14.Operation) *msg.Node { return msg.Enum(kmip14.TagOperation, uint32(o)) }
+	ot := func(o kmip14.ObjectType) *msg.Node { return msg.Enum(kmip14.TagObjectType, uint32(o)) }
+	type side struct {
+		req  []*msg.Node
+		exp  []*msg.Node
+		act  []*msg.Node
+		op   kmip14.Operation
+		hdr  []*msg.Node
+		prep func(*State)
+	}
+	tests := []struct {
+		name     string
+		s        side
+		wantDiff bool
+		check    func(*testing.T, *State)
+	}{
+		{"ciphertext under a server IV is random and captured", side{op: kmip14.OperationEncrypt, req: []*msg.Node{uid, data(1)},
+			exp: []*msg.Node{uid, data(2), iv(3)}, act: []*msg.Node{uid, data(9), iv(8)}}, false,
+			func(t *testing.T, st *State) {
+				if v := st.Vars["DATA_0"]; v == nil || v.Bytes[0] != 9 {
+					t.Errorf("$DATA_0 = %v", v)
+				}
+				if v := st.Vars["IV_COUNTER_NONCE"]; v == nil || v.Bytes[0] != 8 {
+					t.Errorf("$IV_COUNTER_NONCE = %v", v)
+				}
+			}},
+		{"ciphertext under the client's IV is compared", side{op: kmip14.OperationEncrypt, req: []*msg.Node{uid, data(1), iv(3)},
+			exp: []*msg.Node{uid, data(2)}, act: []*msg.Node{uid, data(9)}}, true, nil},
+		{"random ciphertext still has the right length", side{op: kmip14.OperationEncrypt, req: []*msg.Node{uid, data(1)},
+			exp: []*msg.Node{uid, data(2)}, act: []*msg.Node{uid, msg.Bytes(kmip14.TagData, []byte{1})}}, true, nil},
+		{"decrypt under a created key is random", side{op: kmip14.OperationDecrypt, req: []*msg.Node{uid, data(1), iv(3)},
+			exp: []*msg.Node{uid, data(2)}, act: []*msg.Node{uid, data(9)}, prep: func(st *State) { st.Created["k"] = true }}, false, nil},
+		{"decrypt under a registered key is compared", side{op: kmip14.OperationDecrypt, req: []*msg.Node{uid, data(1), iv(3)},
+			exp: []*msg.Node{uid, data(2)}, act: []*msg.Node{uid, data(9)}}, true, nil},
+		{"rng data is random", side{op: kmip14.OperationRNGRetrieve, req: []*msg.Node{msg.Int(kmip14.TagDataLength, 4)},
+			exp: []*msg.Node{data(2)}, act: []*msg.Node{data(9)}}, false, nil},
+		{"newer server lists newer versions first", side{op: kmip14.OperationDiscoverVersions,
+			exp: []*msg.Node{version(2), version(1)}, act: []*msg.Node{version(4), version(3), version(2), version(1)}}, false, nil},
+		{"an asked-for list is compared exactly", side{op: kmip14.OperationDiscoverVersions, req: []*msg.Node{version(2)},
+			exp: []*msg.Node{version(2)}, act: []*msg.Node{version(4), version(2)}}, true, nil},
+		{"query may report more", side{op: kmip14.OperationQuery,
+			exp: []*msg.Node{op(kmip14.OperationGet), ot(kmip14.ObjectTypeSymmetricKey), msg.Text(kmip14.TagVendorIdentification, "ref")},
+			act: []*msg.Node{op(kmip14.OperationCreate), op(kmip14.OperationGet), ot(kmip14.ObjectTypeSecretData), ot(kmip14.ObjectTypeSymmetricKey),
+				msg.Text(kmip14.TagVendorIdentification, "hsmkms")}}, false, nil},
+		{"query must report every listed operation", side{op: kmip14.OperationQuery,
+			exp: []*msg.Node{op(kmip14.OperationCheck)}, act: []*msg.Node{op(kmip14.OperationGet)}}, true, nil},
+		{"an attribute the file listed may be added", side{op: kmip14.OperationGetAttributes, req: []*msg.Node{uid},
+			exp: []*msg.Node{uid}, act: []*msg.Node{uid, attr("Sensitive", msg.Bool(0, false))},
+			prep: func(st *State) { st.Listed["k"] = map[string]bool{"Sensitive": true} }}, false, nil},
+		{"an attribute the file never listed may not", side{op: kmip14.OperationGetAttributes, req: []*msg.Node{uid},
+			exp: []*msg.Node{uid}, act: []*msg.Node{uid, attr("Sensitive", msg.Bool(0, false))}}, true, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NewState()
+			if tc.s.prep != nil {
+				tc.s.prep(st)
+			}
+			req, exp := exchange(tc.s.op, tc.s.hdr, tc.s.req, tc.s.exp...)
+			_, act := exchange(tc.s.op, nil, nil, tc.s.act...)
+			d := Compare(st, req, exp, rawOf(exp, nil), act)
+			if (d != nil) != tc.wantDiff {
+				t.Fatalf("difference %v, want one: %v", d, tc.wantDiff)
+			}
+			if tc.check != nil {
+				tc.check(t, st)
+			}
+		})
+	}
+	if got := snake("IVCounterNonce"); got != "IV_COUNTER_NONCE" {
+		t.Errorf("snake = %q", got)
+	}
+}

@@ -38,6 +38,9 @@ type Config struct {
 	Store  Store  `toml:"store"`
 	Log    Log    `toml:"log"`
 	Auth   Auth   `toml:"auth"`
+	Admin  Admin  `toml:"admin"`
+	Audit  Audit  `toml:"audit"`
+	Backup Backup `toml:"backup"`
 }
 
 // Server configures the KMIP listener.
@@ -48,6 +51,9 @@ type Server struct {
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
 	ReadTimeout      time.Duration `toml:"read_timeout"`
 	IdleTimeout      time.Duration `toml:"idle_timeout"`
+	// MaxRequestsPerClient bounds one client identity's requests in flight across
+	// all its connections.
+	MaxRequestsPerClient int `toml:"max_requests_per_client"`
 }
 
 // TLS names the server's PEM files. Client certificates must chain to CA.
@@ -72,9 +78,43 @@ type HSM struct {
 	CacheSize   int    `toml:"cache_size"`
 }
 
+// Admin configures the admin HTTP listener (/metrics, /healthz, /readyz).
+type Admin struct {
+	// Listen is host:port; "" disables the listener. Keep it on loopback or a
+	// management network: it needs no credentials.
+	Listen string `toml:"listen"`
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Retention is how long records are kept; serve prunes older ones daily. Zero
+	// keeps them forever.
+	Retention time.Duration `toml:"retention"`
+}
+
+// Backup configures the backups serve writes on a schedule.
+type Backup struct {
+	// Schedule is the interval between backups as a Go duration ("24h"); ""
+	// disables them.
+	Schedule string `toml:"schedule"`
+	// Dir receives the files, hsmkms-<UTC time>.hkb.
+	Dir string `toml:"dir"`
+	// Keep is how many of the newest files are kept; older ones are removed.
+	Keep int `toml:"keep"`
+}
+
+// Interval is Schedule parsed; 0 means off. Validate has checked it.
+func (b Backup) Interval() time.Duration {
+	d, _ := time.ParseDuration(b.Schedule)
+	return d
+}
+
 // Store locates the SQLite metadata database.
 type Store struct {
 	Path string `toml:"path"`
+	// MaxSizeMB caps the database (a quota, in MiB); writes beyond it fail cleanly
+	// with General Failure. 0 means unlimited.
+	MaxSizeMB int `toml:"max_size_mb"`
 }
 
 // Log configures the server's log on stderr.
@@ -88,6 +128,24 @@ type Auth struct {
 	// Admins are client identities (certificate subject CN) given the admin role in
 	// addition to certificates whose OU is hsmkms-admin.
 	Admins []string `toml:"admins"`
+	// Roles are what clients may do, checked in order (see Role).
+	Roles []Role `toml:"roles"`
+}
+
+// Role is one [[auth.roles]] table: a name, the KMIP operations it may use ("*" for
+// all), whether it acts on every object or only on its own and granted ones, and the
+// certificates that hold it (by subject CN, subject DN, SAN or issuer). A certificate
+// that matches no role is "admin" when its OU is hsmkms-admin or its CN is in
+// auth.admins, else "client". Roles named admin and client replace the built-in ones
+// (all operations; every object for admin).
+type Role struct {
+	Name       string   `toml:"name"`
+	Operations []string `toml:"operations"`
+	AllObjects bool     `toml:"all_objects"`
+	Identities []string `toml:"identities"`
+	Subjects   []string `toml:"subjects"`
+	SANs       []string `toml:"sans"`
+	Issuers    []string `toml:"issuers"`
 }
 
 // Default returns the configuration of an embedded-SoftHSM appliance, with paths
@@ -101,6 +159,8 @@ func Default() *Config {
 			HandshakeTimeout: 10 * time.Second,
 			ReadTimeout:      30 * time.Second,
 			IdleTimeout:      time.Hour,
+
+			MaxRequestsPerClient: 64,
 		},
 		TLS: TLS{CA: "pki/ca.pem", Cert: "pki/server.pem", Key: "pki/server-key.pem"},
 		HSM: HSM{
@@ -108,9 +168,12 @@ func Default() *Config {
 			PINFile:     "softhsm/user.pin",
 			SoftHSMConf: "softhsm/softhsm2.conf",
 		},
-		Store: Store{Path: "hsmkms.db"},
-		Log:   Log{Level: "info", Format: "text"},
-		Auth:  Auth{Admins: []string{}},
+		Store:  Store{Path: "hsmkms.db"},
+		Log:    Log{Level: "info", Format: "text"},
+		Auth:   Auth{Admins: []string{}},
+		Admin:  Admin{Listen: "127.0.0.1:9696"},
+		Audit:  Audit{Retention: 0},
+		Backup: Backup{Schedule: "", Dir: "backups", Keep: 7},
 	}
 }
 
@@ -149,8 +212,9 @@ func Load(path string) (*Config, error) {
 
 // resolve makes every non-empty relative path absolute against c.Dir.
 func (c *Config) resolve() {
-	for _, p := range []*string{&c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.Module, &c.HSM.PINFile, &c.HSM.SoftHSMConf, &c.Store.Path} {
-		if *p != "" && !filepath.IsAbs(*p) {
+	for _, p := range []*string{&c.TLS.CA, &c.TLS.Cert, &c.TLS.Key, &c.HSM.Module, &c.HSM.PINFile, &c.HSM.SoftHSMConf, &c.Store.Path, &c.Backup.Dir} {
+		// A TLS key held in the token is a pkcs11: URI, not a path.
+		if *p != "" && !filepath.IsAbs(*p) && !strings.HasPrefix(*p, "pkcs11:") {
 			*p = filepath.Join(c.Dir, *p)
 		}
 	}
@@ -172,6 +236,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxConnections < 1 {
 		bad("server.max_connections", "%d must be at least 1", c.Server.MaxConnections)
+	}
+	if c.Server.MaxRequestsPerClient < 1 {
+		bad("server.max_requests_per_client", "%d must be at least 1", c.Server.MaxRequestsPerClient)
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			bad("admin.listen", "%q is not host:port (e.g. \"127.0.0.1:9696\"), or \"\" to disable", c.Admin.Listen)
+		}
 	}
 	durations := []struct {
 		key string
@@ -206,6 +278,18 @@ func (c *Config) Validate() error {
 	case c.HSM.PINFile != "" && c.HSM.PINEnv != "":
 		bad("hsm.pin_env", "set only one of hsm.pin_file and hsm.pin_env (clear pin_file with pin_file = \"\")")
 	}
+	if c.Audit.Retention < 0 {
+		bad("audit.retention", "%v is negative (\"0\" keeps records forever)", c.Audit.Retention)
+	}
+	if d, err := time.ParseDuration(c.Backup.Schedule); c.Backup.Schedule != "" && (err != nil || d < time.Second) {
+		bad("backup.schedule", "%q must be a positive duration such as \"24h\", or \"\" to disable scheduled backups", c.Backup.Schedule)
+	}
+	if c.Backup.Keep < 1 {
+		bad("backup.keep", "%d must be at least 1", c.Backup.Keep)
+	}
+	if c.Store.MaxSizeMB < 0 {
+		bad("store.max_size_mb", "%d is negative (0 means unlimited)", c.Store.MaxSizeMB)
+	}
 	if c.HSM.MaxSessions < 0 {
 		bad("hsm.max_sessions", "%d is negative (0 means the default)", c.HSM.MaxSessions)
 	}
@@ -222,6 +306,18 @@ func (c *Config) Validate() error {
 		if strings.TrimSpace(a) == "" {
 			bad("auth.admins", "contains an empty identity")
 		}
+	}
+	roles := map[string]bool{}
+	for i, r := range c.Auth.Roles {
+		switch {
+		case strings.TrimSpace(r.Name) == "":
+			bad("auth.roles", "role %d has no name", i+1)
+		case roles[r.Name]:
+			bad("auth.roles", "role %q is defined twice", r.Name)
+		case len(r.Operations) == 0:
+			bad("auth.roles", "role %q lists no operations (\"*\" means all)", r.Name)
+		}
+		roles[r.Name] = true
 	}
 	return errors.Join(errs...)
 }
@@ -299,6 +395,8 @@ func setFromString(f reflect.Value, raw string) error {
 			return fmt.Errorf("%q is not a duration such as \"30s\"", raw)
 		}
 		f.SetInt(int64(d))
+	case []Role:
+		return errors.New("roles are set in the file only ([[auth.roles]] tables)")
 	case []string:
 		list := []string{}
 		for s := range strings.SplitSeq(raw, ",") {
@@ -327,11 +425,12 @@ func (c *Config) Encode(w io.Writer) error {
 	p("max_connections = %d # beyond it new connections are closed at once\n", c.Server.MaxConnections)
 	p("handshake_timeout = %s\n", quote(c.Server.HandshakeTimeout.String()))
 	p("read_timeout = %s # to read one request once it started\n", quote(c.Server.ReadTimeout.String()))
-	p("idle_timeout = %s # between requests on one connection\n\n", quote(c.Server.IdleTimeout.String()))
+	p("idle_timeout = %s # between requests on one connection\n", quote(c.Server.IdleTimeout.String()))
+	p("max_requests_per_client = %d # one identity's requests in flight over all its connections\n\n", c.Server.MaxRequestsPerClient)
 	p("[tls]\n")
 	p("ca = %s # client certificates must chain to this CA\n", quote(c.TLS.CA))
 	p("cert = %s\n", quote(c.TLS.Cert))
-	p("key = %s\n\n", quote(c.TLS.Key))
+	p("key = %s # a PEM file, or \"pkcs11:object=LABEL\" for a key held in the token\n\n", quote(c.TLS.Key))
 	p("[hsm]\n")
 	p("module = %s # PKCS#11 library; empty: the SoftHSM2 module\n", quote(c.HSM.Module))
 	p("token_label = %s\n", quote(c.HSM.TokenLabel))
@@ -341,7 +440,8 @@ func (c *Config) Encode(w io.Writer) error {
 	p("max_sessions = %d # 0: default\n", c.HSM.MaxSessions)
 	p("cache_size = %d # unwrapped key handles kept; 0: default\n\n", c.HSM.CacheSize)
 	p("[store]\n")
-	p("path = %s # SQLite metadata database\n\n", quote(c.Store.Path))
+	p("path = %s # SQLite metadata database\n", quote(c.Store.Path))
+	p("max_size_mb = %d # quota in MiB; writes beyond it fail; 0: unlimited\n\n", c.Store.MaxSizeMB)
 	p("[log]\n")
 	p("level = %s # debug, info, warn, error\n", quote(c.Log.Level))
 	p("format = %s # text, json\n\n", quote(c.Log.Format))
@@ -352,6 +452,16 @@ func (c *Config) Encode(w io.Writer) error {
 		admins[i] = quote(a)
 	}
 	p("admins = [%s]\n", strings.Join(admins, ", "))
+	p("# roles: [[auth.roles]] tables with name, operations (KMIP names or \"*\"), all_objects,\n")
+	p("# and identities, subjects, sans, issuers naming the certificates that hold the role\n\n")
+	p("[admin]\n")
+	p("listen = %s # /metrics, /healthz, /readyz over plain HTTP; \"\" disables\n\n", quote(c.Admin.Listen))
+	p("[audit]\n")
+	p("retention = %s # how long audit records are kept, e.g. \"2160h\" (90 days); \"0s\": forever\n\n", quote(c.Audit.Retention.String()))
+	p("[backup]\n")
+	p("schedule = %s # serve writes a backup this often, e.g. \"24h\"; \"\": never\n", quote(c.Backup.Schedule))
+	p("dir = %s # where scheduled backups go\n", quote(c.Backup.Dir))
+	p("keep = %d # the newest files kept; older ones are removed\n", c.Backup.Keep)
 	if _, err := w.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}

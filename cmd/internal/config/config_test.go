@@ -32,6 +32,7 @@ func TestLoadDefaults(t *testing.T) {
 	want.HSM.PINFile = filepath.Join(dir, "softhsm/user.pin")
 	want.HSM.SoftHSMConf = filepath.Join(dir, "softhsm/softhsm2.conf")
 	want.Store.Path = filepath.Join(dir, "hsmkms.db")
+	want.Backup.Dir = filepath.Join(dir, "backups")
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Load(empty) =\n%+v\nwant\n%+v", c, want)
 	}
@@ -60,6 +61,11 @@ path = "db/meta.db"
 format = "json"
 [auth]
 admins = ["ops", "backup"]
+[[auth.roles]]
+name = "auditor"
+operations = ["Locate", "Get Attributes"]
+all_objects = true
+sans = ["audit.example.com"]
 `)
 	c, err := Load(path)
 	if err != nil {
@@ -83,6 +89,7 @@ admins = ["ops", "backup"]
 		{"sessions", c.HSM.MaxSessions, 8},
 		{"format", c.Log.Format, "json"},
 		{"admins", c.Auth.Admins, []string{"ops", "backup"}},
+		{"roles", c.Auth.Roles, []Role{{Name: "auditor", Operations: []string{"Locate", "Get Attributes"}, AllObjects: true, SANs: []string{"audit.example.com"}}}},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {
@@ -140,7 +147,13 @@ func TestLoadErrors(t *testing.T) {
 		{"level", "[log]\nlevel = \"loud\"\n", nil, []string{"key log.level", "debug, info, warn, error"}},
 		{"format", "[log]\nformat = \"xml\"\n", nil, []string{"key log.format"}},
 		{"empty admin", "[auth]\nadmins = [\"\"]\n", nil, []string{"key auth.admins"}},
+		{"role without name", "[[auth.roles]]\noperations = [\"*\"]\n", nil, []string{"key auth.roles", "no name"}},
+		{"role twice", "[[auth.roles]]\nname = \"a\"\noperations = [\"*\"]\n[[auth.roles]]\nname = \"a\"\noperations = [\"Get\"]\n", nil, []string{"key auth.roles", "twice"}},
+		{"role without operations", "[[auth.roles]]\nname = \"a\"\n", nil, []string{"key auth.roles", "no operations"}},
+		{"unknown role key", "[[auth.roles]]\nname = \"a\"\noperations = [\"*\"]\nlevel = 3\n", nil, []string{"unknown key auth.roles.level"}},
+		{"roles from env", "", map[string]string{"HSMKMS_AUTH_ROLES": "x"}, []string{"HSMKMS_AUTH_ROLES", "file only"}},
 		{"no connections", "[server]\nmax_connections = 0\n", nil, []string{"key server.max_connections"}},
+		{"negative retention", "[audit]\nretention = \"-1h\"\n", nil, []string{"key audit.retention"}},
 		{"env not int", "", map[string]string{"HSMKMS_SERVER_MAX_CONNECTIONS": "many"}, []string{"HSMKMS_SERVER_MAX_CONNECTIONS", "server.max_connections"}},
 		{"env bad duration", "", map[string]string{"HSMKMS_SERVER_IDLE_TIMEOUT": "1 hour"}, []string{"HSMKMS_SERVER_IDLE_TIMEOUT"}},
 		{"two faults", "[log]\nlevel = \"x\"\nformat = \"y\"\n", nil, []string{"key log.level", "key log.format"}},

@@ -12,7 +12,10 @@
 //   - server certificates carry EKU serverAuth only and client certificates clientAuth
 //     only (PyKMIP and Go's TLS stack check them);
 //   - every certificate issued is also recorded (certificate only, no key) in
-//     DIR/pki/issued/<serial>.pem, which `certs list` reads.
+//     DIR/pki/issued/<serial>.pem, which `certs list` reads;
+//   - DIR/pki/revoked.txt (revoke.go) lists revoked client serials; it is replaced
+//     atomically, and RevocationList rereads it when it changes, so a revocation takes
+//     effect at the next handshake. A broken file never unrevokes anything.
 //
 // The CA key lives in DIR/pki/ca-key.pem. Moving it into the token (a non-extractable
 // ECDSA key signing through hsm) is planned; until then the file's mode and the

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -80,25 +81,27 @@ func RoleOf(cert *x509.Certificate) (role Role, ok bool) {
 
 // Files is where an appliance keeps its PKI.
 type Files struct {
-	Dir    string // DIR/pki, mode 0700
-	CA     string // ca.pem: the CA certificate clients and the server trust
-	CAKey  string // ca-key.pem, 0600
-	Cert   string // server.pem
-	Key    string // server-key.pem, 0600
-	Admin  string // admin.pem: administrator certificate and key in one file, 0600
-	Issued string // issued/: a copy of every certificate issued, without keys
+	Dir     string // DIR/pki, mode 0700
+	CA      string // ca.pem: the CA certificate clients and the server trust
+	CAKey   string // ca-key.pem, 0600
+	Cert    string // server.pem
+	Key     string // server-key.pem, 0600
+	Admin   string // admin.pem: administrator certificate and key in one file, 0600
+	Issued  string // issued/: a copy of every certificate issued, without keys
+	Revoked string // revoked.txt: serials the server refuses (see Revoke)
 }
 
 // Layout returns the file names inside dir.
 func Layout(dir string) Files {
 	return Files{
-		Dir:    dir,
-		CA:     filepath.Join(dir, "ca.pem"),
-		CAKey:  filepath.Join(dir, "ca-key.pem"),
-		Cert:   filepath.Join(dir, "server.pem"),
-		Key:    filepath.Join(dir, "server-key.pem"),
-		Admin:  filepath.Join(dir, "admin.pem"),
-		Issued: filepath.Join(dir, "issued"),
+		Dir:     dir,
+		CA:      filepath.Join(dir, "ca.pem"),
+		CAKey:   filepath.Join(dir, "ca-key.pem"),
+		Cert:    filepath.Join(dir, "server.pem"),
+		Key:     filepath.Join(dir, "server-key.pem"),
+		Admin:   filepath.Join(dir, "admin.pem"),
+		Issued:  filepath.Join(dir, "issued"),
+		Revoked: filepath.Join(dir, RevokedName),
 	}
 }
 
@@ -183,15 +186,30 @@ func NewCA(now time.Time) (*CA, error) {
 
 // Issue signs a new certificate for a new P-256 key.
 func (ca *CA) Issue(req Request, now time.Time) (*Bundle, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key for %q: %w", req.CommonName, err)
+	}
+	b, err := ca.Certify(req, &key.PublicKey, now)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode key for %q: %w", req.CommonName, err)
+	}
+	b.KeyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	return b, nil
+}
+
+// Certify signs a certificate for a public key whose private half the CA never sees
+// (the TLS key kept in the token); the Bundle has no KeyPEM.
+func (ca *CA) Certify(req Request, pub crypto.PublicKey, now time.Time) (*Bundle, error) {
 	if req.CommonName == "" {
 		return nil, errors.New("issue certificate: empty name")
 	}
 	if req.Validity <= 0 {
 		return nil, fmt.Errorf("issue certificate %q: validity %v is not positive", req.CommonName, req.Validity)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate key for %q: %w", req.CommonName, err)
 	}
 	serial, err := newSerial()
 	if err != nil {
@@ -226,7 +244,7 @@ func (ca *CA) Issue(req Request, now time.Time) (*Bundle, error) {
 		tmpl.Subject.OrganizationalUnit = []string{req.Role.ou()}
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate %q: %w", req.CommonName, err)
 	}
@@ -234,15 +252,7 @@ func (ca *CA) Issue(req Request, now time.Time) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse certificate %q: %w", req.CommonName, err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("encode key for %q: %w", req.CommonName, err)
-	}
-	return &Bundle{
-		Cert:    cert,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}, nil
+	return &Bundle{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
 // IssueFile issues req and writes the bundle (certificate and key) to path, mode 0600.
@@ -368,6 +378,15 @@ func List(f Files) ([]*x509.Certificate, error) {
 // certificate signed by the CA in caPath required, and only ECDHE key exchange with
 // AEAD ciphers for TLS 1.2 (Go chooses the TLS 1.3 suites, all AEAD).
 func ServerTLS(caPath, certPath, keyPath string) (*tls.Config, error) {
+	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("load server certificate %s and key %s: %w", certPath, keyPath, err)
+	}
+	return serverTLS(caPath, pair)
+}
+
+// serverTLS is ServerTLS for a loaded certificate and key.
+func serverTLS(caPath string, pair tls.Certificate) (*tls.Config, error) {
 	cas, err := readCerts(caPath)
 	if err != nil {
 		return nil, err
@@ -375,10 +394,6 @@ func ServerTLS(caPath, certPath, keyPath string) (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	for _, c := range cas {
 		pool.AddCert(c)
-	}
-	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err != nil {
-		return nil, fmt.Errorf("load server certificate %s and key %s: %w", certPath, keyPath, err)
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
