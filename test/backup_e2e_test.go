@@ -130,6 +130,9 @@ func TestBackupDisasterRecovery(t *testing.T) {
 		t.Fatalf("backup verify output:\n%s", out)
 	}
 	requireTamperRefused(t, a, backup1)
+	if tail := a.MustCLI(t, "audit", "tail", "-n", "200"); !strings.Contains(tail, "backup create") {
+		t.Fatalf("no audit record of the backup:\n%s", tail)
+	}
 
 	// A second backup while a client keeps creating keys.
 	backup2 := filepath.Join(work, "backup-2.hkb")
@@ -161,6 +164,11 @@ func TestBackupDisasterRecovery(t *testing.T) {
 	out = record(b.MustCLI(t, "backup", "restore", backup1))
 	if !strings.Contains(out, fmt.Sprintf("created 0, updated 0, skipped %d, conflicted 0", drKeys)) {
 		t.Fatalf("second restore is not a no-op:\n%s", out)
+	}
+	// The refused restore (no backup KEK yet) and the two that ran are all recorded.
+	if tail := b.MustCLI(t, "audit", "tail", "-n", "5"); strings.Count(tail, "backup restore Success") != 2 ||
+		strings.Count(tail, "backup restore Failed") != 1 {
+		t.Fatalf("want audit records of one refused and two completed restores:\n%s", tail)
 	}
 
 	// B serves every key as A did: same identifiers, attributes (state, digest,

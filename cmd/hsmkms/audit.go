@@ -135,6 +135,17 @@ func cliRecord(op string, ids []string, detail string, err error) meta.AuditReco
 	return r
 }
 
+// appendRecord stores one record of kind (backup, restore) for an operation the
+// OS user ran, in its own transaction.
+func appendRecord(ctx context.Context, st *meta.Store, kind meta.AuditKind, op, detail string, opErr error) error {
+	rec := cliRecord(op, nil, detail, opErr)
+	rec.Kind = kind
+	if err := st.Update(ctx, func(tx *meta.Tx) error { return tx.AppendAudit(rec) }); err != nil {
+		return fmt.Errorf("write audit record of %s: %w", op, err)
+	}
+	return nil
+}
+
 // osUser names who ran the command; sudo's caller is named too.
 func osUser() string {
 	name := fmt.Sprintf("uid %d", os.Getuid())

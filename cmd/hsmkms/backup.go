@@ -120,9 +120,13 @@ func writeBackupFile(ctx context.Context, tok *hsm.Token, st *meta.Store, cfg *c
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return backup.Summary{}, fmt.Errorf("write backup %s: %w", path, err)
+		err = fmt.Errorf("write backup %s: %w", path, err)
 	}
-	return sum, nil
+	detail := fmt.Sprintf("%s: %d objects", path, sum.Header.Objects)
+	if rerr := appendRecord(ctx, st, meta.AuditBackup, "backup create", detail, err); rerr != nil {
+		return backup.Summary{}, errors.Join(err, rerr)
+	}
+	return sum, err
 }
 
 func backupCreate(c *cli.Context) error {
@@ -138,7 +142,11 @@ func backupCreate(c *cli.Context) error {
 		return err
 	}
 	defer tok.Close()
-	st, err := openStore(c.Context, cfg, nil)
+	chain, err := auditChain(c.Context, tok)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(c.Context, cfg, nil, chain)
 	if err != nil {
 		return err
 	}
@@ -228,12 +236,21 @@ func backupRestore(c *cli.Context) error {
 		return err
 	}
 	defer tok.Close()
-	st, err := openStore(c.Context, cfg, nil)
+	chain, err := auditChain(c.Context, tok)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(c.Context, cfg, nil, chain)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	res, err := backup.Restore(c.Context, tok, st, f, backup.RestoreRequest{Force: c.Bool("force"), Progress: progressTo(c.App.ErrWriter, "restore")})
+	detail := fmt.Sprintf("%s: created %d, updated %d, skipped %d, conflicted %d, overwritten %d",
+		path, res.Created, res.Updated, res.Skipped, res.Conflicted, res.Overwritten)
+	if rerr := appendRecord(c.Context, st, meta.AuditRestore, "backup restore", detail, err); rerr != nil {
+		return errors.Join(err, rerr)
+	}
 	if err != nil {
 		if errors.Is(err, backup.ErrFormat) || errors.Is(err, backup.ErrSeal) || errors.Is(err, backup.ErrForeignKEK) {
 			return fmt.Errorf("%s refused, nothing was changed: %w", path, err)
