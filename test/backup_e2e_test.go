@@ -9,6 +9,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -28,8 +29,12 @@ import (
 
 var custodians = []string{"alice", "bob", "carol", "dave", "erin"}
 
-// drKeys is how many objects A holds: both kinds in each of the six states.
-const drKeys = 200
+// drKeys is how many objects A holds: both kinds in each of the six states, as many
+// as the disaster-recovery scenario of the backup issue asks for.
+const drKeys = 1000
+
+// drObjects counts drKeys and the key PyKMIP seals a message with.
+const drObjects = drKeys + 1
 
 // sealedData is what a client encrypted on A.
 type sealedData struct {
@@ -120,9 +125,14 @@ func TestBackupDisasterRecovery(t *testing.T) {
 	record := func(out string) string { cliOut.WriteString(out); return out }
 	record(a.MustCLI(t, args...))
 
+	// PyKMIP, a real client, seals a message on A; after the disaster it opens it on B
+	// with a certificate of the same identity from B's CA.
+	const pyMessage = "what PyKMIP sealed before the disaster"
+	sealed := pykmipDR(t, a, "seal", "--message", pyMessage)
+
 	backup1 := filepath.Join(work, "backup-1.hkb")
 	out := record(a.MustCLI(t, "backup", "create", "--out", backup1))
-	if !strings.Contains(out, fmt.Sprintf("objects     %d", drKeys)) {
+	if !strings.Contains(out, fmt.Sprintf("objects     %d", drObjects)) {
 		t.Fatalf("backup create output:\n%s", out)
 	}
 	out = record(a.MustCLI(t, "backup", "verify", backup1))
@@ -158,11 +168,11 @@ func TestBackupDisasterRecovery(t *testing.T) {
 	}
 	record(b.MustCLI(t, "kek", "import-shares", "--passphrase-dir", pass, sharePath("bob"), sharePath("carol"), sharePath("erin")))
 	out = record(b.MustCLI(t, "backup", "restore", backup1))
-	if !strings.Contains(out, fmt.Sprintf("created %d, updated 0, skipped 0, conflicted 0", drKeys)) {
+	if !strings.Contains(out, fmt.Sprintf("created %d, updated 0, skipped 0, conflicted 0", drObjects)) {
 		t.Fatalf("restore output:\n%s", out)
 	}
 	out = record(b.MustCLI(t, "backup", "restore", backup1))
-	if !strings.Contains(out, fmt.Sprintf("created 0, updated 0, skipped %d, conflicted 0", drKeys)) {
+	if !strings.Contains(out, fmt.Sprintf("created 0, updated 0, skipped %d, conflicted 0", drObjects)) {
 		t.Fatalf("second restore is not a no-op:\n%s", out)
 	}
 	// The refused restore (no backup KEK yet) and the two that ran are all recorded.
@@ -174,6 +184,9 @@ func TestBackupDisasterRecovery(t *testing.T) {
 	// B serves every key as A did: same identifiers, attributes (state, digest,
 	// dates, names ...), material, grants; what clients sealed on A opens on B.
 	b.Serve(t)
+	if out := pykmipDR(t, b, "open", "--message", pyMessage, "--sealed", sealed); out != "opened" {
+		t.Fatalf("PyKMIP on B: %q", out)
+	}
 	sb := openKMIP(t, b, b.AdminPEM, framework.Header{Version: ver14})
 	attrsB := allAttributes(t, sb, ids)
 	for _, id := range ids {
@@ -232,7 +245,7 @@ func TestBackupDisasterRecovery(t *testing.T) {
 			t.Fatalf("the mid-stream backup holds key %s but not key %s created before it", id, stream[k])
 		}
 	}
-	if k == 0 || k == len(stream) || len(list) != drKeys+k {
+	if k == 0 || k == len(stream) || len(list) != drObjects+k {
 		t.Fatalf("the mid-stream backup holds %d of %d streamed keys (%d objects): want a proper prefix", k, len(stream), len(list))
 	}
 	t.Logf("mid-stream backup: %d of %d streamed creates", k, len(stream))
@@ -489,4 +502,24 @@ func TestScheduledBackups(t *testing.T) {
 	if !strings.Contains(out, "seal        ok") || !strings.Contains(out, "objects     5") {
 		t.Fatalf("the newest scheduled backup:\n%s", out)
 	}
+}
+
+// pykmipDR runs test/pykmip/dr.py against app as the client identity "pykmip-dr" and
+// returns what it printed.
+func pykmipDR(t *testing.T, app *framework.Appliance, args ...string) string {
+	t.Helper()
+	cert := filepath.Join(app.Dir, "clients", "pykmip-dr.pem")
+	if _, err := os.Stat(cert); err != nil {
+		cert = app.IssueClient(t, "pykmip-dr", "client")
+	}
+	_, port, _ := strings.Cut(app.Addr, ":")
+	full := append([]string{"pykmip/dr.py", args[0], "--port", port, "--ca", app.CAPEM, "--cert", cert}, args[1:]...)
+	res, err := framework.Run(context.Background(), pykmipTimeout, nil, pykmipPython, full...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("PyKMIP %s exited %d:\n%s%s", args[0], res.ExitCode, res.Stdout, res.Stderr)
+	}
+	return strings.TrimSpace(res.Stdout)
 }
