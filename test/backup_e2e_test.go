@@ -140,8 +140,8 @@ func TestBackupDisasterRecovery(t *testing.T) {
 		t.Fatalf("backup verify output:\n%s", out)
 	}
 	requireTamperRefused(t, a, backup1)
-	if tail := a.MustCLI(t, "audit", "tail", "-n", "200"); !strings.Contains(tail, "backup create") {
-		t.Fatalf("no audit record of the backup:\n%s", tail)
+	if tail := a.MustCLI(t, "audit", "tail", "-n", "200"); !strings.Contains(tail, "backup create") || !strings.Contains(tail, "kek export-shares") {
+		t.Fatalf("no audit record of the backup or of the share export:\n%s", tail)
 	}
 
 	// A second backup while a client keeps creating keys.
@@ -176,9 +176,9 @@ func TestBackupDisasterRecovery(t *testing.T) {
 		t.Fatalf("second restore is not a no-op:\n%s", out)
 	}
 	// The refused restore (no backup KEK yet) and the two that ran are all recorded.
-	if tail := b.MustCLI(t, "audit", "tail", "-n", "5"); strings.Count(tail, "backup restore Success") != 2 ||
-		strings.Count(tail, "backup restore Failed") != 1 {
-		t.Fatalf("want audit records of one refused and two completed restores:\n%s", tail)
+	if tail := b.MustCLI(t, "audit", "tail", "-n", "8"); strings.Count(tail, "backup restore Success") != 2 ||
+		strings.Count(tail, "backup restore Failed") != 1 || !strings.Contains(tail, "kek import-shares Success") {
+		t.Fatalf("want audit records of the share import and of one refused and two completed restores:\n%s", tail)
 	}
 
 	// B serves every key as A did: same identifiers, attributes (state, digest,

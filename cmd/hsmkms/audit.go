@@ -158,12 +158,12 @@ func osUser() string {
 	return name
 }
 
-// openAudited opens the token and the store with the audit chain, for
-// commands that write or verify audit records. release closes both.
-func openAudited(ctx context.Context, cfg *config.Config) (st *meta.Store, release func(), err error) {
-	tok, err := openToken(ctx, cfg, nil)
+// openAudited opens the token and the store with the audit chain, for commands
+// that write or verify audit records or act on keys. release closes both.
+func openAudited(ctx context.Context, cfg *config.Config) (tok *hsm.Token, st *meta.Store, release func(), err error) {
+	tok, err = openToken(ctx, cfg, nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	chain, err := auditChain(ctx, tok)
 	if err == nil {
@@ -171,9 +171,9 @@ func openAudited(ctx context.Context, cfg *config.Config) (st *meta.Store, relea
 	}
 	if err != nil {
 		tok.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return st, func() { st.Close(); tok.Close() }, nil
+	return tok, st, func() { st.Close(); tok.Close() }, nil
 }
 
 // auditedUpdate runs a CLI action and its audit record in one transaction. If
@@ -197,7 +197,7 @@ func auditedUpdate(ctx context.Context, st *meta.Store, op string, ids []string,
 // recordCLI appends one CLI record, for commands whose action is not in the
 // store (init, certs issue).
 func recordCLI(ctx context.Context, cfg *config.Config, rec meta.AuditRecord) error {
-	st, closeAll, err := openAudited(ctx, cfg)
+	_, st, closeAll, err := openAudited(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -206,6 +206,23 @@ func recordCLI(ctx context.Context, cfg *config.Config, rec meta.AuditRecord) er
 		return fmt.Errorf("write audit record in %s: %w", cfg.Store.Path, err)
 	}
 	return nil
+}
+
+// auditedAction records the outcome of an administrative command that changes the
+// token's keys (success, or its error) once it has run; its arguments name the files
+// it read or wrote (passphrases never come from the command line).
+func auditedAction(op string, fn cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		err := fn(c)
+		cfg, cerr := loadConfig(c)
+		if cerr != nil {
+			return err // no appliance to record into; fn has said why
+		}
+		if rerr := recordCLI(c.Context, cfg, cliRecord(op, nil, strings.Join(c.Args().Slice(), " "), err)); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
 }
 
 // recordInit starts the audit trail of a new appliance with its init record.
@@ -270,7 +287,7 @@ func auditVerify(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, closeAll, err := openAudited(c.Context, cfg)
+	_, st, closeAll, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}
@@ -472,7 +489,7 @@ func auditPrune(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	st, closeAll, err := openAudited(c.Context, cfg)
+	_, st, closeAll, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}

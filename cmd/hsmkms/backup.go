@@ -137,20 +137,11 @@ func backupCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	tok, err := openToken(c.Context, cfg, nil)
+	tok, st, release, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	defer tok.Close()
-	chain, err := auditChain(c.Context, tok)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(c.Context, cfg, nil, chain)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer release()
 	out := c.String("out")
 	sum, err := writeBackupFile(c.Context, tok, st, cfg, out, progressTo(c.App.ErrWriter, "backup"))
 	if err != nil {
@@ -231,20 +222,11 @@ func backupRestore(c *cli.Context) error {
 		return fmt.Errorf("restore backup: %w", err)
 	}
 	defer f.Close()
-	tok, err := openToken(c.Context, cfg, nil)
+	tok, st, release, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	defer tok.Close()
-	chain, err := auditChain(c.Context, tok)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(c.Context, cfg, nil, chain)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer release()
 	res, err := backup.Restore(c.Context, tok, st, f, backup.RestoreRequest{Force: c.Bool("force"), Progress: progressTo(c.App.ErrWriter, "restore")})
 	detail := fmt.Sprintf("%s: created %d, updated %d, skipped %d, conflicted %d, overwritten %d",
 		path, res.Created, res.Updated, res.Skipped, res.Conflicted, res.Overwritten)

@@ -65,7 +65,7 @@ func certsIssue(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("check --out: %w", err)
 	}
-	st, release, err := openAudited(c.Context, cfg)
+	_, st, release, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}

@@ -48,26 +48,26 @@ func kekCommand() *cli.Command {
 					&cli.StringFlag{Name: "out", Required: true, Usage: "`DIR` to write NAME.share files into"},
 					&cli.StringSliceFlag{Name: "custodian", Usage: "custodian `NAME`, repeated N times in share order (default share-1 ... share-N)"},
 				},
-				Action: kekExportShares,
+				Action: auditedAction("kek export-shares", kekExportShares),
 			},
 			{
 				Name:      "import-shares",
 				Usage:     "rebuild a backup KEK inside the token from at least M custodian shares",
 				ArgsUsage: "SHARE...",
 				Flags:     []cli.Flag{dirFlag(), passDir},
-				Action:    kekImportShares,
+				Action:    auditedAction("kek import-shares", kekImportShares),
 			},
 			{
 				Name:   "rotate-master",
 				Usage:  "create a new master key and rewrap every stored key under it (online; resumable)",
 				Flags:  []cli.Flag{dirFlag()},
-				Action: kekRotateMaster,
+				Action: auditedAction("kek rotate-master", kekRotateMaster),
 			},
 			{
 				Name:   "retire-master",
 				Usage:  "delete old master keys that wrap no stored key (serve must be stopped)",
 				Flags:  []cli.Flag{dirFlag()},
-				Action: kekRetireMaster,
+				Action: auditedAction("kek retire-master", kekRetireMaster),
 			},
 		},
 	}
@@ -78,16 +78,11 @@ func kekList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	tok, err := openToken(c.Context, cfg, nil)
+	tok, st, release, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	defer tok.Close()
-	st, err := openStore(c.Context, cfg, nil)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer release()
 	masters, err := tok.Masters(c.Context)
 	if err != nil {
 		return err
@@ -350,16 +345,11 @@ func kekRotateMaster(c *cli.Context) error {
 	if !online {
 		defer unlock()
 	}
-	tok, err := openToken(c.Context, cfg, nil)
+	tok, st, release, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	defer tok.Close()
-	st, err := openStore(c.Context, cfg, nil)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer release()
 	req := backup.RotateRequest{Retire: !online, Progress: progressTo(c.App.ErrWriter, "rotate-master")}
 	if online {
 		req.Settle = rotateSettle
@@ -394,16 +384,11 @@ func kekRetireMaster(c *cli.Context) error {
 		return err
 	}
 	defer unlock()
-	tok, err := openToken(c.Context, cfg, nil)
+	tok, st, release, err := openAudited(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	defer tok.Close()
-	st, err := openStore(c.Context, cfg, nil)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer release()
 	retired, err := backup.RetireMasters(c.Context, tok, st)
 	if len(retired) > 0 {
 		fmt.Fprintf(c.App.Writer, "deleted %s\n", strings.Join(retired, ", "))

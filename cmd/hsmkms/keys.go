@@ -186,7 +186,7 @@ func keysGrant(grant bool) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
-		st, release, err := openAudited(c.Context, cfg)
+		_, st, release, err := openAudited(c.Context, cfg)
 		if err != nil {
 			return err
 		}
