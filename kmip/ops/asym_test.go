@@ -462,8 +462,6 @@ func TestKeyWrapping(t *testing.T) {
 		reason kmip14.ResultReason
 	}{
 		"KEK without Wrap Key": {[]*msg.Node{uidNode(target), kws(plain, nil)}, kmip14.ResultReasonPermissionDenied},
-		"TTLV encoding": {[]*msg.Node{uidNode(target), kws(kek, nil, msg.Enum(kmip14.TagEncodingOption, uint32(kmip14.EncodingOptionTTLVEncoding)))},
-			kmip14.ResultReasonEncodingOptionError},
 		"MAC sign": {[]*msg.Node{uidNode(target), msg.Struct(kmip14.TagKeyWrappingSpecification,
 			msg.Enum(kmip14.TagWrappingMethod, uint32(kmip14.WrappingMethodMACSign)))}, kmip14.ResultReasonFeatureNotSupported},
 		"unknown KEK":       {[]*msg.Node{uidNode(target), kws("nope", nil)}, kmip14.ResultReasonItemNotFound},

@@ -76,7 +76,7 @@ var specs = map[string]attrSpec{
 	attrCompromiseOccur:                {since: v10},
 	attrRevocationReason:               {since: v10},
 	attrDigest:                         {since: v10},
-	attrObjectGroup:                    {since: v10, settable: true, multi: true},
+	attrObjectGroup:                    {since: v10, settable: true, modifiable: true, multi: true},
 	attrContact:                        {since: v10, settable: true, modifiable: true},
 	"Cryptographic Parameters":         {since: v10, settable: true, modifiable: true, multi: true},
 	"Cryptographic Domain Parameters":  {since: v10, settable: true},

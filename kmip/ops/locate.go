@@ -11,7 +11,11 @@ import (
 )
 
 // locate finds the objects matching every given attribute (KMIP Locate), newest first.
-// Clients see only objects they own or were granted; administrators see all.
+// Clients see only objects they own or were granted; administrators see all. With an
+// Object Group and Object Group Member (KMIP 1.1+), Group Member Fresh finds only
+// the group's Fresh objects (no key was ever served; none is made on the fly) and
+// Group Member Default finds the group's default member: by this server's policy the
+// newest Active member, else the newest member.
 func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) {
 	c := s.caller(ctx)
 	f := meta.Filter{}
@@ -30,7 +34,12 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 		}
 		f.Offset = int(n.Int)
 	}
+	member, err := groupMember(it)
+	if err != nil {
+		return nil, err
+	}
 	var typed []attr // typed attributes meta does not index; a date given twice is a range (KMIP 1.x)
+	grouped := false
 	for _, n := range it.Payload.All(kmip14.TagAttribute) {
 		a, err := parseAttribute(n)
 		if err != nil {
@@ -53,8 +62,12 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 			attrDestroyDate, attrCompromiseDate, attrCompromiseOccur:
 			typed = append(typed, a)
 		default:
+			grouped = grouped || a.name == attrObjectGroup
 			f.Attrs = append(f.Attrs, meta.Attr{Name: a.name, Value: encodeValue(a.value)})
 		}
+	}
+	if member != 0 && !grouped {
+		return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Object Group Member applies to an Object Group: add an Object Group attribute")
 	}
 	// From 1.3 a reply to a request that pages (Maximum or Offset Items) says how many
 	// objects matched in all. The query runs unpaged and is filtered and paged here:
@@ -70,7 +83,8 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 	}
 	now := s.now()
 	var ids []string
-	err := s.store.View(ctx, func(tx *meta.Tx) error {
+	var def groupDefault // Group Member Default's pick, found in the same pass
+	err = s.store.View(ctx, func(tx *meta.Tx) error {
 		found, err := tx.Locate(f)
 		if err != nil {
 			return err
@@ -81,14 +95,19 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 				return err
 			}
 			settle(o, now)
-			if (byState || !destroyed(o)) && matchTyped(o, typed) {
+			fresh := member != kmip14.ObjectGroupMemberGroupMemberFresh || genericBool(o, attrFresh, true)
+			if (byState || !destroyed(o)) && fresh && matchTyped(o, typed) {
 				ids = append(ids, id)
+				def.consider(o)
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if member == kmip14.ObjectGroupMemberGroupMemberDefault {
+		ids = def.ids()
 	}
 	total := len(ids)
 	if offset >= len(ids) {
@@ -107,6 +126,43 @@ func (s *Service) locate(ctx context.Context, it *kmip.Item) (*msg.Node, error) 
 		out.Children = append(out.Children, msg.Text(kmip14.TagUniqueIdentifier, id))
 	}
 	return out, nil
+}
+
+// groupMember reads Locate's Object Group Member (KMIP 1.1+; ignored before, like
+// the other fields a version does not define); 0 when absent.
+func groupMember(it *kmip.Item) (kmip14.ObjectGroupMember, error) {
+	n := it.Payload.Child(kmip14.TagObjectGroupMember)
+	if n == nil || !it.Version.AtLeast(1, 1) {
+		return 0, nil
+	}
+	m := kmip14.ObjectGroupMember(n.Int)
+	if n.Type != msg.TypeEnumeration || (m != kmip14.ObjectGroupMemberGroupMemberFresh && m != kmip14.ObjectGroupMemberGroupMemberDefault) {
+		return 0, kmip.Errorf(kmip14.ResultReasonInvalidField, "Object Group Member must be Group Member Fresh or Group Member Default")
+	}
+	return m, nil
+}
+
+// groupDefault picks a group's default member from its members, seen newest first:
+// the newest Active one, else the newest one.
+type groupDefault struct{ newest, active string }
+
+func (g *groupDefault) consider(o *meta.Object) {
+	if g.newest == "" {
+		g.newest = o.ID
+	}
+	if g.active == "" && kmip14.State(o.State) == kmip14.StateActive {
+		g.active = o.ID
+	}
+}
+
+func (g *groupDefault) ids() []string {
+	switch {
+	case g.active != "":
+		return []string{g.active}
+	case g.newest != "":
+		return []string{g.newest}
+	}
+	return nil
 }
 
 // matchTyped checks conditions on typed attributes meta does not index: equality for a

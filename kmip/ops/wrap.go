@@ -15,18 +15,21 @@ import (
 // Key wrapping (KMIP 1.x Key Wrapping Specification and Key Wrapping Data), all inside
 // the token: Get wraps an AES or private key under another managed key with C_WrapKey,
 // and Register imports a wrapped key with C_UnwrapKey, so neither key appears in the
-// clear outside the token. Supported: Wrapping Method Encrypt with Encoding Option No
-// Encoding; AES Key Wrap (RFC 3394, Block Cipher Mode NIST Key Wrap) or AES Key Wrap
-// with Padding (RFC 5649) under an AES key; RSA-OAEP under an RSA public key (Get) or
-// with its private key (Register). TTLV Encoding would put the key's TTLV encoding,
-// built outside the token, under the wrapping key, so it is refused with Encoding
-// Option Error. A wrapped Key Value is returned as a Byte String, as KMIP 1.x's Key
-// Block table says (PyKMIP 0.10 expects a structure and cannot decode it).
+// clear outside the token. Supported: Wrapping Method Encrypt; AES Key Wrap (RFC 3394,
+// Block Cipher Mode NIST Key Wrap) or AES Key Wrap with Padding (RFC 5649) under an
+// AES key; RSA-OAEP under an RSA public key (Get) or with its private key (Register).
+// Encoding Option TTLV Encoding (Get only, wrap_ttlv.go) wraps the TTLV encoding of
+// the Key Value structure, with the attributes the Key Wrapping Specification names.
+// KMIP 1.1+ says an absent Encoding Option means TTLV Encoding; clients (PyKMIP among
+// them) omit it and mean the bare key, so absent is read as No Encoding here. A
+// wrapped Key Value is returned as a Byte String, as KMIP 1.x's Key Block table says
+// (PyKMIP 0.10 expects a structure and cannot decode it).
 
-// keyInfo is a parsed Encryption Key Information.
+// keyInfo is a parsed Encryption Key Information and the Encoding Option.
 type keyInfo struct {
-	id     string
-	params *msg.Node
+	id       string
+	params   *msg.Node
+	encoding kmip14.EncodingOption
 }
 
 // wrapInfo reads the fields common to Key Wrapping Specification and Key Wrapping Data.
@@ -37,15 +40,19 @@ func wrapInfo(n *msg.Node) (keyInfo, error) {
 	if n.Child(kmip14.TagMACSignatureKeyInformation) != nil {
 		return keyInfo{}, kmip.Errorf(kmip14.ResultReasonFeatureNotSupported, "MAC/Signature Key Information is not supported; wrap with Encrypt only")
 	}
-	if e := n.Child(kmip14.TagEncodingOption); e != nil && kmip14.EncodingOption(e.Int) != kmip14.EncodingOptionNoEncoding {
-		return keyInfo{}, kmip.Errorf(kmip14.ResultReasonEncodingOptionError, "only Encoding Option No Encoding is supported: the key is wrapped inside the HSM")
+	encoding := kmip14.EncodingOptionNoEncoding
+	if e := n.Child(kmip14.TagEncodingOption); e != nil {
+		encoding = kmip14.EncodingOption(e.Int)
+		if e.Type != msg.TypeEnumeration || (encoding != kmip14.EncodingOptionNoEncoding && encoding != kmip14.EncodingOptionTTLVEncoding) {
+			return keyInfo{}, kmip.Errorf(kmip14.ResultReasonEncodingOptionError, "Encoding Option must be No Encoding or TTLV Encoding")
+		}
 	}
 	eki := n.Child(kmip14.TagEncryptionKeyInformation)
 	id := eki.Child(kmip14.TagUniqueIdentifier)
 	if id == nil || id.Type != msg.TypeTextString {
 		return keyInfo{}, kmip.Errorf(kmip14.ResultReasonInvalidField, "Encryption Key Information needs the wrapping key's Unique Identifier")
 	}
-	return keyInfo{id: id.Text(), params: eki.Child(kmip14.TagCryptographicParameters)}, nil
+	return keyInfo{id: id.Text(), params: eki.Child(kmip14.TagCryptographicParameters), encoding: encoding}, nil
 }
 
 // wrapMech decides the mechanism from the wrapping key and the parameters. Without a
@@ -102,8 +109,15 @@ func (s *Service) getWrapped(ctx context.Context, it *kmip.Item, o *meta.Object,
 	if err != nil {
 		return nil, err
 	}
-	if len(kws.All(kmip14.TagAttributeName)) > 0 {
-		return nil, kmip.Errorf(kmip14.ResultReasonEncodingOptionError, "attributes can be wrapped only with TTLV Encoding, which is not supported")
+	var names []string
+	for _, n := range kws.All(kmip14.TagAttributeName) {
+		if n.Type != msg.TypeTextString {
+			return nil, kmip.Errorf(kmip14.ResultReasonInvalidField, "Attribute Name must be a Text String")
+		}
+		names = append(names, n.Text())
+	}
+	if len(names) > 0 && info.encoding != kmip14.EncodingOptionTTLVEncoding {
+		return nil, kmip.Errorf(kmip14.ResultReasonEncodingOptionError, "attributes can be wrapped only with Encoding Option TTLV Encoding")
 	}
 	var key hsm.Key
 	format := kmip14.KeyFormatTypeRaw
@@ -122,7 +136,9 @@ func (s *Service) getWrapped(ctx context.Context, it *kmip.Item, o *meta.Object,
 	if err != nil {
 		return nil, err
 	}
-	mech, h, err := wrapMech(kek, info.params, format != kmip14.KeyFormatTypeRaw)
+	// A TTLV encoding is always a multiple of 8 bytes, so RFC 3394 is the default for it.
+	ttlvEncoded := info.encoding == kmip14.EncodingOptionTTLVEncoding
+	mech, h, err := wrapMech(kek, info.params, format != kmip14.KeyFormatTypeRaw && !ttlvEncoded)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +148,12 @@ func (s *Service) getWrapped(ctx context.Context, it *kmip.Item, o *meta.Object,
 	} else {
 		req.KEK = keyOf(kek)
 	}
-	blob, err := s.keys.WrapKey(ctx, req)
+	var blob []byte
+	if ttlvEncoded {
+		blob, err = s.wrapTTLV(ctx, o, req, selectNamed(o, names, it.Version)) // wrap_ttlv.go
+	} else {
+		blob, err = s.keys.WrapKey(ctx, req)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +177,12 @@ func (s *Service) registerWrapped(ctx context.Context, it *kmip.Item, o *meta.Ob
 	info, err := wrapInfo(block.Child(kmip14.TagKeyWrappingData))
 	if err != nil {
 		return nil, err
+	}
+	if info.encoding == kmip14.EncodingOptionTTLVEncoding {
+		// The token cannot parse TTLV: the unwrapped Key Value structure would be read
+		// back into this process, key bytes and all, which the server never does with
+		// key material sent wrapped. The client can register it with No Encoding.
+		return nil, kmip.Errorf(kmip14.ResultReasonEncodingOptionError, "wrapped key material must use Encoding Option No Encoding: the HSM unwraps the bare key, it cannot parse a TTLV-encoded Key Value")
 	}
 	// KMIP 1.x makes a wrapped Key Value a Byte String; PyKMIP sends a Key Value
 	// structure whose Key Material is the wrapped bytes. Both are accepted.

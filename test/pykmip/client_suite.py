@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from kmip.core import enums
 from kmip.core import exceptions as core_exceptions
+from kmip.core import objects as core_objects
 from kmip.core.factories import attribute_values as attr_values
 from kmip.core.factories import attributes as attr_factory
 from kmip.pie import client as pie_client
@@ -722,6 +723,46 @@ class Asymmetric:
         s.expect(e.reason == enums.ResultReason.PERMISSION_DENIED,
                  "wrapping needs Wrap Key in the usage mask", e.reason)
         s.ok("get wrapped under a key without Wrap Key: PermissionDenied")
+        if self.v >= enums.KMIPVersion.KMIP_1_1:
+            self.wrap_ttlv(kek, uid, spec, kw)
+        else:
+            s.ok("TTLV-encoded wrapping not run: Encoding Option is KMIP 1.1+")
+
+    def wrap_ttlv(self, kek, uid, spec, kw):
+        """Encoding Option TTLV Encoding (KMIP 1.1+): Get wraps the Key Value
+        structure with the named attributes; Register of TTLV-encoded wrapped
+        material is refused with Encoding Option Error (the HSM cannot parse
+        TTLV, and the server never reads wrapped material back in the clear)."""
+        s, c, U = self.s, self.c, enums.CryptographicUsageMask
+        ttlv = dict(spec, encoding_option=enums.EncodingOption.TTLV_ENCODING,
+                    attribute_names=["Cryptographic Usage Mask", "Name"])
+        try:
+            c.get(uid, key_wrapping_specification=ttlv)
+            s.fail("get TTLV-encoded wrapped key: PyKMIP decoded a Byte "
+                   "String Key Value it cannot read")
+        except pie_exceptions.KmipOperationFailure as e:
+            s.fail("get with TTLV Encoding and attribute names: %s" % e)
+        except core_exceptions.ReadValueError as e:
+            # The server answered Success; only the decoder stops (see above).
+            s.expect("Base.type: expected 1, received 8" in str(e),
+                     "get TTLV-encoded fails only in PyKMIP's decoder", str(e))
+            s.ok("get with TTLV Encoding and attribute names: Success")
+        wrapped = keywrap.aes_key_wrap(os.urandom(32), os.urandom(48))
+        e = s.call_fails("register TTLV-encoded wrapped material", c.register,
+                         objects.SymmetricKey(
+                             enums.CryptographicAlgorithm.AES, 256, wrapped,
+                             masks=[U.ENCRYPT],
+                             key_wrapping_data={
+                                 "wrapping_method":
+                                     enums.WrappingMethod.ENCRYPT,
+                                 "encryption_key_information": {
+                                     "unique_identifier": kek,
+                                     "cryptographic_parameters": kw},
+                                 "encoding_option":
+                                     enums.EncodingOption.TTLV_ENCODING}))
+        s.expect(e.reason == enums.ResultReason.ENCODING_OPTION_ERROR,
+                 "TTLV-encoded Register is refused", e.reason)
+        s.ok("register TTLV-encoded wrapped material: EncodingOptionError")
 
 
 class SymmetricOps:
@@ -744,6 +785,7 @@ class SymmetricOps:
         else:
             self.s.ok("mac not run: not defined before KMIP 1.2")
         self.query()
+        self.object_group()
 
     def payload_fails(self, what, fn, *a, **kw):
         """Like Suite.call_fails for the calls PyKMIP sends through
@@ -862,6 +904,60 @@ class SymmetricOps:
             m.update(data)
             return m.finalize()
         return local
+
+    def object_group(self):
+        """Object Group: set at Create (several instances), Locate by group,
+        Modify Attribute, and Locate's Object Group Member (KMIP 1.1+)."""
+        s, c, A = self.s, self.c, enums.AttributeType
+        group = s.prefix + "-group"
+
+        def create(*groups):
+            attrs = [s.attr(A.CRYPTOGRAPHIC_ALGORITHM,
+                            enums.CryptographicAlgorithm.AES),
+                     s.attr(A.CRYPTOGRAPHIC_LENGTH, 128),
+                     s.attr(A.CRYPTOGRAPHIC_USAGE_MASK,
+                            [enums.CryptographicUsageMask.ENCRYPT])]
+            attrs += [s.attr(A.OBJECT_GROUP, g) for g in groups]
+            res = s.call("create with Object Group", c.proxy.create,
+                         enums.ObjectType.SYMMETRIC_KEY,
+                         core_objects.TemplateAttribute(attributes=attrs))
+            s.expect(res.result_status.value == enums.ResultStatus.SUCCESS,
+                     "create with Object Group succeeds", res.result_message)
+            return res.uuid
+
+        old = create(group, group + "-other")
+        new = create(group)
+        by_group = [s.attr(A.OBJECT_GROUP, group)]
+        found = s.call("locate by Object Group", c.locate, attributes=by_group)
+        s.expect(found == [new, old], "locate by group, newest first", found)
+        found = s.call("locate by second Object Group", c.locate,
+                       attributes=[s.attr(A.OBJECT_GROUP, group + "-other")])
+        s.expect(found == [old], "a second Object Group instance", found)
+        if self.v >= enums.KMIPVersion.KMIP_1_1:
+            member = enums.ObjectGroupMember
+            found = s.call("locate group default member", c.locate,
+                           object_group_member=member.GROUP_MEMBER_DEFAULT,
+                           attributes=by_group)
+            s.expect(found == [new], "default member: the newest", found)
+            s.call("activate the older member", c.activate, old)
+            found = s.call("locate group default member", c.locate,
+                           object_group_member=member.GROUP_MEMBER_DEFAULT,
+                           attributes=by_group)
+            s.expect(found == [old], "default member: the newest Active",
+                     found)
+            s.call("get the newer member", c.get, new)
+            found = s.call("locate fresh group members", c.locate,
+                           object_group_member=member.GROUP_MEMBER_FRESH,
+                           attributes=by_group)
+            s.expect(found == [old], "fresh members: never served", found)
+            s.ok("locate with Object Group Member Default and Fresh")
+        s.call("modify_attribute Object Group", c.modify_attribute, old,
+               attribute=s.factory.create_attribute(A.OBJECT_GROUP,
+                                                    group + "-moved",
+                                                    index=0))
+        found = s.call("locate after moving", c.locate, attributes=by_group)
+        s.expect(found == [new], "modify_attribute moves a key out", found)
+        s.ok("Object Group: create, locate, several instances, modify")
 
     def query(self):
         s, c = self.s, self.c
