@@ -255,8 +255,9 @@ func (t *Token) ImportBackupSecret(ctx context.Context, secret []byte) (k Backup
 // unwraps w under w.KEK as a sensitive session object (extractable only so
 // that it can be wrapped again), wraps it under toKEK with
 // CKM_AES_KEY_WRAP_PAD and destroys the object. Both KEKs are token keys
-// named by label: a master (hsmkms-master-N) or a backup KEK
-// (hsmkms-backup-N). The value never leaves the token in the clear.
+// named by label: a master (hsmkms-master-N), a backup KEK
+// (hsmkms-backup-N) or a pair KEK (hsmkms-pair-<peer>, see DerivePairKEK).
+// The value never leaves the token in the clear.
 //
 // kind only needs the right object class: a private key kind for private
 // keys, and for everything else any secret kind will do, KindSecret
@@ -301,11 +302,13 @@ func (t *Token) Rewrap(ctx context.Context, w Wrapped, kind KeyKind, toKEK strin
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
 	})
 	if err != nil {
+		t.forgetStaleKEK(err, w.KEK)
 		return Wrapped{}, fmt.Errorf("rewrap key: unwrap under %s: %w", w.KEK, mapErr(err, opDecrypt))
 	}
 	defer t.p11.DestroyObject(s.h, h)
 	out, err = t.wrap(s, kekRef{h: to, label: toKEK}, h)
 	if err != nil {
+		t.forgetStaleKEK(err, toKEK)
 		return Wrapped{}, fmt.Errorf("rewrap key: %w", err)
 	}
 	return out, nil

@@ -30,6 +30,10 @@ var (
 	ErrPIN = errors.New("hsm: PIN refused")
 )
 
+// errIdentityHalf marks a token holding half a mirror identity key pair,
+// or several: another process may be creating it (see MirrorIdentity).
+var errIdentityHalf = fmt.Errorf("identity key pair incomplete or duplicated: %w", ErrInvalidInput)
+
 // ckrSentinel maps return values to sentinels. Codes not listed stay
 // unmapped.
 var ckrSentinel = map[pkcs11.Error]error{

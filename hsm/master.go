@@ -117,6 +117,18 @@ func (t *Token) kekLocked(label string) (pkcs11.ObjectHandle, error) {
 	return h, nil
 }
 
+// forgetStaleKEK drops the cached handle of KEK label when err says the
+// handle is gone: another Token or process destroyed or replaced the key
+// (DeletePairKEK, DerivePairKEK), so the next use looks the label up again.
+func (t *Token) forgetStaleKEK(err error, label string) {
+	if isCode(err, pkcs11.CKR_WRAPPING_KEY_HANDLE_INVALID) || isCode(err, pkcs11.CKR_UNWRAPPING_KEY_HANDLE_INVALID) ||
+		isCode(err, pkcs11.CKR_KEY_HANDLE_INVALID) || isCode(err, pkcs11.CKR_OBJECT_HANDLE_INVALID) {
+		t.mu.Lock()
+		delete(t.keks, label)
+		t.mu.Unlock()
+	}
+}
+
 // masterTemplate is a master wrapping key: an AES-256 token key that wraps
 // and unwraps and can never leave the token.
 func masterTemplate(label string) []*pkcs11.Attribute {

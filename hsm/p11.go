@@ -38,6 +38,7 @@ type p11 interface {
 	Sign(sh pkcs11.SessionHandle, message []byte) ([]byte, error)
 	GenerateRandom(sh pkcs11.SessionHandle, length int) ([]byte, error)
 	GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, public, private []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error)
+	DeriveKey(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, basekey pkcs11.ObjectHandle, a []*pkcs11.Attribute) (pkcs11.ObjectHandle, error)
 }
 
 var _ p11 = (*pkcs11.Ctx)(nil)

@@ -21,6 +21,10 @@ type Server struct {
 	// copy that forces MinVersion TLS 1.2 (or higher if set) and requires a client
 	// certificate that verifies against ClientCAs and that Revoked accepts.
 	TLSConfig *tls.Config
+	// ClientCAs, when set, is asked at every handshake for the CAs client
+	// certificates may chain to, replacing TLSConfig.ClientCAs: mirrored
+	// appliances trust each other's clients, and peers come and go at runtime.
+	ClientCAs func() *x509.CertPool
 	Logger    *slog.Logger // nil: discard
 	// MaxMessageSize bounds a request, header included. 0: 1 MiB.
 	MaxMessageSize int
@@ -130,6 +134,14 @@ func (s *Server) Serve(ln net.Listener) error {
 	// its absence and revocation with errors handshakeCause can tell apart.
 	cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	cfg.VerifyConnection = s.verifyConnection(cfg.VerifyConnection)
+	if s.ClientCAs != nil {
+		base := cfg.Clone()
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.ClientCAs = s.ClientCAs()
+			return c, nil
+		}
+	}
 
 	s.mu.Lock()
 	s.initLocked()

@@ -16,6 +16,9 @@ func (tx *Tx) Grant(id, identity string) error {
 		`INSERT INTO grants (object_seq, identity) VALUES (?, ?) ON CONFLICT DO NOTHING`, seq, identity); err != nil {
 		return fmt.Errorf("grant object %q: %w", id, tx.dbErr(err))
 	}
+	if err := tx.touch(seq); err != nil {
+		return fmt.Errorf("grant object %q: %w", id, err)
+	}
 	return nil
 }
 
@@ -32,6 +35,9 @@ func (tx *Tx) Revoke(id, identity string) error {
 	if _, err := tx.q.ExecContext(tx.ctx,
 		`DELETE FROM grants WHERE object_seq = ? AND identity = ?`, seq, identity); err != nil {
 		return fmt.Errorf("revoke object %q: %w", id, tx.dbErr(err))
+	}
+	if err := tx.touch(seq); err != nil {
+		return fmt.Errorf("revoke object %q: %w", id, err)
 	}
 	return nil
 }

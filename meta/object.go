@@ -39,12 +39,16 @@ type Object struct {
 	RevocationMessage string
 	// Attrs holds every other attribute, ordered by (Name, Index) on read.
 	Attrs []Attr
+	// Rev is the object's mirroring revision. Create and Put set it (the
+	// caller's value is ignored); Apply stores a peer's as given.
+	Rev Rev
 }
 
 // objectCols is the column list shared by every object SELECT and scanObject.
 const objectCols = `seq, id, type, state, owner, algorithm, length, usage_mask, format,
 	secret_type, wrapped, kek, created, updated, activation, deactivation, destroyed,
-	compromise, compromise_occurrence, revocation_reason, revocation_message`
+	compromise, compromise_occurrence, revocation_reason, revocation_message,
+	rev_clock, rev_origin, life_clock, life_origin, mseq`
 
 // fields returns o's typed columns (everything but seq, id and attrs) in
 // objectCols order.
@@ -82,7 +86,8 @@ func scanObject(row scanner) (int64, *Object, error) {
 	err := row.Scan(&seq, &o.ID, &o.Type, &o.State, &o.Owner, &o.Algorithm, &o.Length,
 		&o.UsageMask, &o.Format, &o.SecretType, &o.Wrapped, &o.KEK,
 		&times[0], &times[1], &times[2], &times[3], &times[4], &times[5], &times[6],
-		&o.RevocationReason, &o.RevocationMessage)
+		&o.RevocationReason, &o.RevocationMessage,
+		&o.Rev.Clock, &o.Rev.Origin, &o.Rev.LifeClock, &o.Rev.LifeOrigin, &o.Rev.MSeq)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -123,12 +128,23 @@ func (tx *Tx) Create(o *Object) error {
 	if err := checkObject(o); err != nil {
 		return fmt.Errorf("create object: %w", err)
 	}
+	rev, err := tx.NewRev()
+	if err != nil {
+		return fmt.Errorf("create object %q: %w", o.ID, err)
+	}
+	rev.LifeClock, rev.LifeOrigin = rev.Clock, rev.Origin
+	return tx.insert(o, rev)
+}
+
+// insert adds o with revision rev.
+func (tx *Tx) insert(o *Object, rev Rev) error {
 	args := append([]any{o.ID}, o.fields()...)
+	args = append(args, rev.Clock, rev.Origin, rev.LifeClock, rev.LifeOrigin, rev.MSeq)
 	res, err := tx.q.ExecContext(tx.ctx, `INSERT INTO objects (
 	id, type, state, owner, algorithm, length, usage_mask, format, secret_type, wrapped, kek,
 	created, updated, activation, deactivation, destroyed, compromise, compromise_occurrence,
-	revocation_reason, revocation_message
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	revocation_reason, revocation_message, rev_clock, rev_origin, life_clock, life_origin, mseq
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING`, args...)
 	if err != nil {
 		return fmt.Errorf("create object %q: %w", o.ID, tx.dbErr(err))
@@ -147,11 +163,13 @@ ON CONFLICT (id) DO NOTHING`, args...)
 	if err := tx.insertAttrs(seq, o.Attrs); err != nil {
 		return fmt.Errorf("create object %q: %w", o.ID, err)
 	}
+	o.Rev = rev
 	return nil
 }
 
-// Put replaces every field and attribute of the existing object o.ID.
-// It returns ErrNotFound if there is no such object.
+// Put replaces every field and attribute of the existing object o.ID and
+// gives it a new local revision (the lifecycle revision too when a lifecycle
+// field changed). It returns ErrNotFound if there is no such object.
 func (tx *Tx) Put(o *Object) error {
 	if err := tx.usable(true); err != nil {
 		return fmt.Errorf("put object: %w", err)
@@ -159,26 +177,45 @@ func (tx *Tx) Put(o *Object) error {
 	if err := checkObject(o); err != nil {
 		return fmt.Errorf("put object: %w", err)
 	}
-	seq, err := tx.seq(o.ID)
+	seq, old, err := scanObject(tx.q.QueryRowContext(tx.ctx,
+		`SELECT `+objectCols+` FROM objects WHERE id = ?`, o.ID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("put object %q: %w", o.ID, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("put object %q: %w", o.ID, tx.dbErr(err))
+	}
+	rev, err := tx.NewRev()
 	if err != nil {
 		return fmt.Errorf("put object %q: %w", o.ID, err)
 	}
-	args := append(o.fields(), seq)
+	rev.LifeClock, rev.LifeOrigin = old.Rev.LifeClock, old.Rev.LifeOrigin
+	if !SameLifecycle(old, o) {
+		rev.LifeClock, rev.LifeOrigin = rev.Clock, rev.Origin
+	}
+	if err := tx.update(seq, o, rev); err != nil {
+		return fmt.Errorf("put object %q: %w", o.ID, err)
+	}
+	o.Rev = rev
+	return nil
+}
+
+// update overwrites row seq with o at revision rev.
+func (tx *Tx) update(seq int64, o *Object, rev Rev) error {
+	args := append(o.fields(), rev.Clock, rev.Origin, rev.LifeClock, rev.LifeOrigin, rev.MSeq, seq)
 	if _, err := tx.q.ExecContext(tx.ctx, `UPDATE objects SET
 	type = ?, state = ?, owner = ?, algorithm = ?, length = ?, usage_mask = ?, format = ?,
 	secret_type = ?, wrapped = ?, kek = ?, created = ?, updated = ?, activation = ?,
 	deactivation = ?, destroyed = ?, compromise = ?, compromise_occurrence = ?,
-	revocation_reason = ?, revocation_message = ?
+	revocation_reason = ?, revocation_message = ?,
+	rev_clock = ?, rev_origin = ?, life_clock = ?, life_origin = ?, mseq = ?
 WHERE seq = ?`, args...); err != nil {
-		return fmt.Errorf("put object %q: %w", o.ID, tx.dbErr(err))
+		return tx.dbErr(err)
 	}
 	if _, err := tx.q.ExecContext(tx.ctx, `DELETE FROM attrs WHERE object_seq = ?`, seq); err != nil {
-		return fmt.Errorf("put object %q: %w", o.ID, tx.dbErr(err))
+		return tx.dbErr(err)
 	}
-	if err := tx.insertAttrs(seq, o.Attrs); err != nil {
-		return fmt.Errorf("put object %q: %w", o.ID, err)
-	}
-	return nil
+	return tx.insertAttrs(seq, o.Attrs)
 }
 
 func (tx *Tx) insertAttrs(seq int64, attrs []Attr) error {

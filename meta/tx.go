@@ -20,6 +20,8 @@ type Tx struct {
 	// rolled back part of the transaction, so the Tx refuses further work
 	// rather than write outside it.
 	err error
+	// self caches ApplianceID for the transaction.
+	self string
 }
 
 // querier is what *sql.Conn (writer) and *sql.Tx (reader) have in common.

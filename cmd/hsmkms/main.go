@@ -42,6 +42,7 @@ func newApp() *cli.App {
 			auditCommand(),
 			backupCommand(),
 			kekCommand(),
+			mirrorCommand(),
 			versionCommand(),
 		},
 		// Errors are printed once by run, not by urfave/cli's handler, which would

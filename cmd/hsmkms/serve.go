@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,8 +19,11 @@ import (
 	"github.com/hsmkms/hsmkms/cmd/internal/admin"
 	"github.com/hsmkms/hsmkms/cmd/internal/config"
 	"github.com/hsmkms/hsmkms/cmd/internal/pki"
+	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/kmip"
 	"github.com/hsmkms/hsmkms/kmip/ops"
+	"github.com/hsmkms/hsmkms/meta"
+	"github.com/hsmkms/hsmkms/mirror"
 )
 
 // shutdownGrace bounds how long in-flight batches may finish after SIGTERM.
@@ -79,7 +85,18 @@ func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg, log, observeStore(metrics), chain)
+	// The journal's commits wake mirror streams; the node exists only later.
+	var node atomic.Pointer[mirror.Node]
+	notify := func(o *meta.Options) {
+		prev := o.OnCommit
+		o.OnCommit = func(d time.Duration, n int) {
+			prev(d, n)
+			if nd := node.Load(); nd != nil {
+				nd.Notify()
+			}
+		}
+	}
+	st, err := openStore(ctx, cfg, log, observeStore(metrics), chain, notify)
 	if err != nil {
 		return err
 	}
@@ -94,12 +111,25 @@ func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("check [auth] roles in %s: %w", cfg.Path, err)
 	}
-	svc := ops.New(ops.Config{
+	var svc *ops.Service
+	nd, err := startMirror(ctx, cfg, log, tok, st, tlsCfg, func(id string) { svc.Invalidate(id) })
+	if err != nil {
+		return err
+	}
+	var replicas ops.Replicas
+	if nd != nil {
+		replicas = nd
+		node.Store(nd)
+	}
+	svc = ops.New(ops.Config{
 		Keys:       tok,
 		Store:      st,
 		Logger:     log,
 		Policy:     pol,
 		ServerInfo: "hsmkms " + version,
+		Replicas:   replicas,
+
+		DefaultObjectGroup: cfg.Server.DefaultObjectGroup,
 	})
 	mux := kmip.NewMux()
 	svc.Register(mux)
@@ -118,6 +148,13 @@ func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 		ReadTimeout:      cfg.Server.ReadTimeout,
 		IdleTimeout:      cfg.Server.IdleTimeout,
 		MaxConns:         cfg.Server.MaxConnections,
+	}
+	if nd != nil {
+		ca, err := os.ReadFile(cfg.TLS.CA)
+		if err != nil {
+			return fmt.Errorf("read tls.ca of %s: %w", cfg.Path, err)
+		}
+		srv.ClientCAs = clientCAs(tlsCfg.ClientCAs, ca, nd)
 	}
 	observeServer(srv, cfg, metrics, log)
 	stopAdmin := startAdmin(cfg, log, metrics, tok, st, srv)
@@ -165,4 +202,44 @@ func policy(auth config.Auth) (*ops.Policy, error) {
 		}
 		return ops.RoleClient
 	})
+}
+
+// startMirror starts the mirror listener and replication when [mirror] is
+// enabled; it returns nil otherwise. Both stop with ctx.
+func startMirror(ctx context.Context, cfg *config.Config, log *slog.Logger, tok *hsm.Token, st *meta.Store,
+	tlsCfg *tls.Config, invalidate func(id string)) (*mirror.Node, error) {
+	if !cfg.Mirror.Enabled {
+		return nil, nil
+	}
+	ack, err := mirror.ParseAckMode(cfg.Mirror.WriteAck)
+	if err != nil {
+		return nil, withExit(exitConfig, fmt.Errorf("check mirror.write_ack in %s: %w", cfg.Path, err))
+	}
+	ca, err := os.ReadFile(cfg.TLS.CA)
+	if err != nil {
+		return nil, fmt.Errorf("read tls.ca of %s: %w", cfg.Path, err)
+	}
+	node := mirror.New(mirror.Config{CA: ca,
+		Keys: tok, Store: st, Logger: log.With("component", "mirror"),
+		Cert: tlsCfg.Certificates[0], Name: mirrorName(cfg), Advertise: cfg.Mirror.AdvertiseAddr(),
+		WriteAck: ack, AckTimeout: cfg.Mirror.AckTimeout, AntiEntropy: cfg.Mirror.AntiEntropy,
+		KindOf: ops.MaterialKind, OnApply: invalidate,
+	})
+	ln, err := net.Listen("tcp", cfg.Mirror.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (mirror.listen in %s): %w", cfg.Mirror.Listen, cfg.Path, err)
+	}
+	context.AfterFunc(ctx, func() { ln.Close() })
+	go func() {
+		if err := node.Serve(ctx, ln); err != nil {
+			log.Error("mirror listener stopped", "addr", cfg.Mirror.Listen, "err", err)
+		}
+	}()
+	go func() {
+		if err := node.Run(ctx); err != nil {
+			log.Error("mirroring stopped", "err", err)
+		}
+	}()
+	log.Info("mirroring", "listen", ln.Addr().String(), "advertise", cfg.Mirror.AdvertiseAddr(), "write_ack", ack.String())
+	return node, nil
 }

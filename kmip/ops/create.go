@@ -63,6 +63,7 @@ func (s *Service) prepareNew(ctx context.Context, o *meta.Object, digest []byte,
 	}
 	o.ID = id
 	o.Owner = s.caller(ctx).identity
+	withDefaultGroup(o, s.group)
 	now := s.now().UTC()
 	o.Created, o.Updated = now, now
 	o.State = uint32(kmip14.StatePreActive)
@@ -112,5 +113,8 @@ func (s *Service) storeNew(ctx context.Context, v msg.Version, objs ...*meta.Obj
 		}
 		s.log.DebugContext(ctx, "object created", "object_id", o.ID, "kmip_version", v.String())
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return s.replicate(ctx, objs)
 }

@@ -59,19 +59,27 @@ type Config struct {
 	Now    func() time.Time // nil: time.Now
 	// ServerInfo is the vendor text Query reports.
 	ServerInfo string
+	// DefaultObjectGroup is the Object Group given to new objects created
+	// without one; empty: none.
+	DefaultObjectGroup string
+	// Replicas, when set, must hold new objects before their creation is
+	// acknowledged (replicas.go).
+	Replicas Replicas
 }
 
 // Service implements the KMIP operations on a token and a store.
 type Service struct {
-	keys    Keys
-	store   Store
-	log     *slog.Logger
-	policy  *Policy
-	now     func() time.Time
-	info    string
-	cache   *objectCache
-	streams *streams
-	mux     *kmip.Mux // what Register installed, which Query reports
+	keys     Keys
+	store    Store
+	log      *slog.Logger
+	policy   *Policy
+	now      func() time.Time
+	info     string
+	cache    *objectCache
+	streams  *streams
+	mux      *kmip.Mux // what Register installed, which Query reports
+	replicas Replicas
+	group    string // DefaultObjectGroup
 }
 
 // cachedObjects bounds the object cache: about 2 KiB each, so a few tens of MiB.
@@ -80,7 +88,7 @@ const cachedObjects = 16384
 // New builds a Service.
 func New(cfg Config) *Service {
 	s := &Service{keys: cfg.Keys, store: cfg.Store, log: cfg.Logger, policy: cfg.Policy, now: cfg.Now, info: cfg.ServerInfo,
-		cache: newObjectCache(cachedObjects), streams: newStreams()}
+		cache: newObjectCache(cachedObjects), streams: newStreams(), replicas: cfg.Replicas, group: cfg.DefaultObjectGroup}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

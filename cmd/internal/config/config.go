@@ -41,6 +41,34 @@ type Config struct {
 	Admin  Admin  `toml:"admin"`
 	Audit  Audit  `toml:"audit"`
 	Backup Backup `toml:"backup"`
+	Mirror Mirror `toml:"mirror"`
+}
+
+// Mirror configures active-active replication with paired appliances.
+type Mirror struct {
+	// Enabled starts the mirror listener and replication with paired peers.
+	Enabled bool `toml:"enabled"`
+	// Listen is the mirror listener (mutual TLS, paired peers only).
+	Listen string `toml:"listen"`
+	// Advertise is the address peers dial to reach Listen ("" = Listen).
+	Advertise string `toml:"advertise"`
+	// Name is how peers' `mirror status` shows this appliance ("" = host name).
+	Name string `toml:"name"`
+	// WriteAck is local, one or all: how many peers hold a new object before
+	// Create and Register succeed.
+	WriteAck string `toml:"write_ack"`
+	// AckTimeout bounds the wait for write_ack peers.
+	AckTimeout time.Duration `toml:"ack_timeout"`
+	// AntiEntropy is how often digests are compared with each peer.
+	AntiEntropy time.Duration `toml:"anti_entropy"`
+}
+
+// AdvertiseAddr is where peers reach this appliance's mirror listener.
+func (m Mirror) AdvertiseAddr() string {
+	if m.Advertise != "" {
+		return m.Advertise
+	}
+	return m.Listen
 }
 
 // Server configures the KMIP listener.
@@ -54,6 +82,9 @@ type Server struct {
 	// MaxRequestsPerClient bounds one client identity's requests in flight across
 	// all its connections.
 	MaxRequestsPerClient int `toml:"max_requests_per_client"`
+	// DefaultObjectGroup is the KMIP Object Group of new objects created
+	// without one ("" = none).
+	DefaultObjectGroup string `toml:"default_object_group"`
 }
 
 // TLS names the server's PEM files. Client certificates must chain to CA.
@@ -174,6 +205,7 @@ func Default() *Config {
 		Admin:  Admin{Listen: "127.0.0.1:9696"},
 		Audit:  Audit{Retention: 0},
 		Backup: Backup{Schedule: "", Dir: "backups", Keep: 7},
+		Mirror: Mirror{Listen: "127.0.0.1:5697", WriteAck: "local", AckTimeout: 5 * time.Second, AntiEntropy: 30 * time.Second},
 	}
 }
 
@@ -284,6 +316,23 @@ func (c *Config) Validate() error {
 	if d, err := time.ParseDuration(c.Backup.Schedule); c.Backup.Schedule != "" && (err != nil || d < time.Second) {
 		bad("backup.schedule", "%q must be a positive duration such as \"24h\", or \"\" to disable scheduled backups", c.Backup.Schedule)
 	}
+	if _, _, err := net.SplitHostPort(c.Mirror.Listen); err != nil {
+		bad("mirror.listen", "%q is not host:port (e.g. \"127.0.0.1:5697\")", c.Mirror.Listen)
+	}
+	if _, _, err := net.SplitHostPort(c.Mirror.AdvertiseAddr()); err != nil {
+		bad("mirror.advertise", "%q is not host:port", c.Mirror.Advertise)
+	}
+	switch c.Mirror.WriteAck {
+	case "local", "one", "all":
+	default:
+		bad("mirror.write_ack", "%q is not one of local, one, all", c.Mirror.WriteAck)
+	}
+	if c.Mirror.AckTimeout <= 0 {
+		bad("mirror.ack_timeout", "%v must be a positive duration such as \"5s\"", c.Mirror.AckTimeout)
+	}
+	if c.Mirror.AntiEntropy < time.Second {
+		bad("mirror.anti_entropy", "%v must be at least 1s", c.Mirror.AntiEntropy)
+	}
 	if c.Backup.Keep < 1 {
 		bad("backup.keep", "%d must be at least 1", c.Backup.Keep)
 	}
@@ -383,6 +432,12 @@ func setFromString(f reflect.Value, raw string) error {
 	switch f.Interface().(type) {
 	case string:
 		f.SetString(raw)
+	case bool:
+		v, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", raw)
+		}
+		f.SetBool(v)
 	case int:
 		n, err := strconv.Atoi(raw)
 		if err != nil {
@@ -426,7 +481,8 @@ func (c *Config) Encode(w io.Writer) error {
 	p("handshake_timeout = %s\n", quote(c.Server.HandshakeTimeout.String()))
 	p("read_timeout = %s # to read one request once it started\n", quote(c.Server.ReadTimeout.String()))
 	p("idle_timeout = %s # between requests on one connection\n", quote(c.Server.IdleTimeout.String()))
-	p("max_requests_per_client = %d # one identity's requests in flight over all its connections\n\n", c.Server.MaxRequestsPerClient)
+	p("max_requests_per_client = %d # one identity's requests in flight over all its connections\n", c.Server.MaxRequestsPerClient)
+	p("default_object_group = %s # KMIP Object Group of new objects created without one; \"\": none\n\n", quote(c.Server.DefaultObjectGroup))
 	p("[tls]\n")
 	p("ca = %s # client certificates must chain to this CA\n", quote(c.TLS.CA))
 	p("cert = %s\n", quote(c.TLS.Cert))
@@ -461,7 +517,15 @@ func (c *Config) Encode(w io.Writer) error {
 	p("[backup]\n")
 	p("schedule = %s # serve writes a backup this often, e.g. \"24h\"; \"\": never\n", quote(c.Backup.Schedule))
 	p("dir = %s # where scheduled backups go\n", quote(c.Backup.Dir))
-	p("keep = %d # the newest files kept; older ones are removed\n", c.Backup.Keep)
+	p("keep = %d # the newest files kept; older ones are removed\n\n", c.Backup.Keep)
+	p("[mirror]\n")
+	p("enabled = %t # replicate with appliances paired by `hsmkms mirror invite` / `join`\n", c.Mirror.Enabled)
+	p("listen = %s # the mirror listener: mutual TLS, paired appliances only\n", quote(c.Mirror.Listen))
+	p("advertise = %s # the address peers dial; \"\": listen\n", quote(c.Mirror.Advertise))
+	p("name = %s # shown in peers' `mirror status`; \"\": the host name\n", quote(c.Mirror.Name))
+	p("write_ack = %s # local, one or all: peers that must hold a new key before Create succeeds\n", quote(c.Mirror.WriteAck))
+	p("ack_timeout = %s # how long Create waits for them\n", quote(c.Mirror.AckTimeout.String()))
+	p("anti_entropy = %s # how often digests are compared with each peer\n", quote(c.Mirror.AntiEntropy.String()))
 	if _, err := w.Write(b.Bytes()); err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}

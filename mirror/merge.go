@@ -1,0 +1,117 @@
+package mirror
+
+import (
+	"slices"
+
+	"github.com/gemalto/kmip-go/kmip14"
+
+	"github.com/hsmkms/hsmkms/meta"
+)
+
+// rank orders KMIP states along the lifecycle, which only moves forward:
+// Pre-Active, Active, Deactivated, Compromised, Destroyed, Destroyed
+// Compromised. Compromised and Destroyed are not ordered by KMIP (each can
+// follow the other); merge resolves that pair to Destroyed Compromised.
+func rank(state uint32) int {
+	switch kmip14.State(state) {
+	case kmip14.StatePreActive:
+		return 1
+	case kmip14.StateActive:
+		return 2
+	case kmip14.StateDeactivated:
+		return 3
+	case kmip14.StateCompromised:
+		return 4
+	case kmip14.StateDestroyed:
+		return 5
+	case kmip14.StateDestroyedCompromised:
+		return 6
+	}
+	return 0
+}
+
+func compromised(state uint32) bool {
+	s := kmip14.State(state)
+	return s == kmip14.StateCompromised || s == kmip14.StateDestroyedCompromised
+}
+
+func isDestroyed(state uint32) bool {
+	s := kmip14.State(state)
+	return s == kmip14.StateDestroyed || s == kmip14.StateDestroyedCompromised
+}
+
+// lifeAfter reports whether a's lifecycle supersedes b's: further along the
+// lifecycle, or as far and written later (the origin breaks clock ties).
+func lifeAfter(a, b *meta.Object) bool {
+	if ra, rb := rank(a.State), rank(b.State); ra != rb {
+		return ra > rb
+	}
+	if a.Rev.LifeClock != b.Rev.LifeClock {
+		return a.Rev.LifeClock > b.Rev.LifeClock
+	}
+	return a.Rev.LifeOrigin > b.Rev.LifeOrigin
+}
+
+// attrsAfter reports whether a's attributes supersede b's: last writer wins.
+func attrsAfter(a, b *meta.Object) bool {
+	if a.Rev.Clock != b.Rev.Clock {
+		return a.Rev.Clock > b.Rev.Clock
+	}
+	return a.Rev.Origin > b.Rev.Origin
+}
+
+// version is one appliance's copy of an object with its grants.
+type version struct {
+	o      *meta.Object
+	grants []string
+}
+
+// merge combines the local version (nil when the object is new here) with a
+// peer's. The result does not depend on the order versions arrive in: the
+// attributes (and grants) come from the last writer, the lifecycle from the
+// version furthest along it. Material is the local blob when there is one,
+// else the remote's (which the caller has rewrapped for this token), and
+// none once destroyed. fresh means the merge made a lifecycle no version
+// had (a Destroy concurrent with a Compromise gives Destroyed Compromised),
+// which the caller stores under a new local lifecycle revision so that it
+// supersedes both. changed means the result differs from local.
+func merge(local *version, remote version) (out version, fresh, changed bool) {
+	if local == nil {
+		cp := *remote.o
+		if isDestroyed(cp.State) {
+			cp.Wrapped = nil
+		}
+		return version{o: &cp, grants: remote.grants}, false, true
+	}
+	l, r := local.o, remote.o
+	aw, agrants := l, local.grants
+	if attrsAfter(r, l) {
+		aw, agrants = r, remote.grants
+	}
+	lw, other := l, r
+	if lifeAfter(r, l) {
+		lw, other = r, l
+	}
+	cp := *aw
+	cp.State, cp.Activation, cp.Deactivation = lw.State, lw.Activation, lw.Deactivation
+	cp.Destroyed, cp.Compromise, cp.CompromiseOccurrence = lw.Destroyed, lw.Compromise, lw.CompromiseOccurrence
+	cp.RevocationReason, cp.RevocationMessage = lw.RevocationReason, lw.RevocationMessage
+	cp.Rev.LifeClock, cp.Rev.LifeOrigin = lw.Rev.LifeClock, lw.Rev.LifeOrigin
+	if kmip14.State(lw.State) == kmip14.StateDestroyed && compromised(other.State) {
+		cp.State = uint32(kmip14.StateDestroyedCompromised)
+		cp.Compromise, cp.CompromiseOccurrence = other.Compromise, other.CompromiseOccurrence
+		cp.RevocationReason, cp.RevocationMessage = other.RevocationReason, other.RevocationMessage
+		fresh = true
+	}
+	cp.Wrapped, cp.KEK = l.Wrapped, l.KEK
+	if cp.Wrapped == nil && !isDestroyed(l.State) {
+		cp.Wrapped, cp.KEK = r.Wrapped, r.KEK
+	}
+	if isDestroyed(cp.State) {
+		cp.Wrapped = nil
+	}
+	cp.Rev.MSeq = l.Rev.MSeq
+	changed = fresh || cp.Rev != l.Rev || (cp.Wrapped == nil) != (l.Wrapped == nil) ||
+		!slices.Equal(agrants, local.grants)
+	return version{o: &cp, grants: agrants}, fresh, changed
+}
