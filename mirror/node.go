@@ -87,6 +87,9 @@ type Config struct {
 	AntiEntropy time.Duration
 	// KindOf tells which token key kind an object's material unwraps as.
 	KindOf func(*meta.Object) hsm.KeyKind
+	// Audit records every page of peer changes applied here in the audit
+	// trail (the Store must have been opened with an audit chain).
+	Audit bool
 	// OnApply is told of every object a peer's change altered here, after
 	// it committed, so that caches drop it.
 	OnApply func(id string)

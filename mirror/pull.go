@@ -185,6 +185,14 @@ func (n *Node) apply(ctx context.Context, p *peer, es []entry, through int64, mo
 				fresh = append(fresh, id)
 			}
 		}
+		if len(altered) > 0 && n.cfg.Audit {
+			// One record per applied page: which peer changed which objects.
+			if err := tx.AppendAudit(meta.AuditRecord{Kind: meta.AuditMirror, Actor: p.ID + " (" + p.Name + ")",
+				Fingerprint: p.SPKI, RemoteAddr: p.Addr, Operation: "mirror apply", ObjectIDs: slices.Clone(altered),
+				Status: "Success", Message: fmt.Sprintf("%d of %d received changes applied", len(altered), len(es))}); err != nil {
+				return err
+			}
+		}
 		if moveCursor {
 			return tx.SetCursor(p.ID, through)
 		}

@@ -23,12 +23,15 @@ func benchCommand() *cli.Command {
 		Description: "Creates an appliance in a temporary directory, serves it, and measures Create, Get,\n" +
 			"Get Attributes, Encrypt (64 bytes) and new connections over KMIP 1.2 with 1 and 8\n" +
 			"clients; then the same against a local PyKMIP server (Debian python3-pykmip) and the\n" +
-			"raw PKCS#11 rate on a second SoftHSM2 token. Prints a Markdown report with the verdict\n" +
-			"for each performance target. Everything it starts is stopped and removed on exit.",
+			"raw PKCS#11 rate on a second SoftHSM2 token; then pairs two throwaway appliances and\n" +
+			"measures replication lag and Create with mirror.write_ack=all vs local. Prints a Markdown\n" +
+			"report with the verdict for each performance target. Everything it starts is stopped and removed on exit.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: 5 * time.Second, Usage: "`TIME` of each hsmkms and raw run (PyKMIP runs take at most 2s)"},
 			&cli.StringFlag{Name: "out", Usage: "also write the report to `FILE` (Markdown)"},
 			&cli.BoolFlag{Name: "skip-pykmip", Usage: "do not start PyKMIP; the ratio column stays empty"},
+			&cli.BoolFlag{Name: "skip-mirror", Usage: "do not measure mirroring (two paired appliances)"},
+			&cli.BoolFlag{Name: "mirror-only", Usage: "measure only mirroring"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
@@ -48,7 +51,7 @@ func runBench(ctx context.Context, c *cli.Context) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	defer cleanup()
-	rep, err := bench.Run(ctx, bench.Config{
+	bcfg := bench.Config{
 		Binary:     self,
 		Duration:   c.Duration("duration"),
 		SkipPyKMIP: c.Bool("skip-pykmip"),
@@ -58,9 +61,17 @@ func runBench(ctx context.Context, c *cli.Context) error {
 			"Get ↔ export (unwrap + read value + destroy), Encrypt ↔ encrypt64 (AES-CBC-PAD with a session key), " +
 			"Create ↔ generate (generate + wrap + destroy)",
 		Progress: c.App.ErrWriter,
-	})
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
+	}
+	rep := &bench.Report{PyKMIP: "not measured (--mirror-only)", Raw: "not measured (--mirror-only)"}
+	if !c.Bool("mirror-only") {
+		if rep, err = bench.Run(ctx, bcfg); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	if !c.Bool("skip-mirror") {
+		if rep.Mirror, err = bench.RunMirror(ctx, bcfg); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
 	}
 	md := rep.Markdown()
 	fmt.Fprint(c.App.Writer, md)

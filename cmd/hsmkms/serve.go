@@ -223,7 +223,7 @@ func startMirror(ctx context.Context, cfg *config.Config, log *slog.Logger, tok 
 		Keys: tok, Store: st, Logger: log.With("component", "mirror"),
 		Cert: tlsCfg.Certificates[0], Name: mirrorName(cfg), Advertise: cfg.Mirror.AdvertiseAddr(),
 		WriteAck: ack, AckTimeout: cfg.Mirror.AckTimeout, AntiEntropy: cfg.Mirror.AntiEntropy,
-		KindOf: ops.MaterialKind, OnApply: invalidate,
+		KindOf: ops.MaterialKind, OnApply: invalidate, Audit: true,
 	})
 	ln, err := net.Listen("tcp", cfg.Mirror.Listen)
 	if err != nil {

@@ -57,6 +57,11 @@ func runOnce(ctx context.Context, name string, args ...string) error {
 
 // startProc starts a long-running child writing its output to logPath.
 func startProc(name, logPath, dir string, argv ...string) (*proc, error) {
+	return startProcEnv(name, logPath, dir, nil, argv...)
+}
+
+// startProcEnv is startProc with env added to the child's environment.
+func startProcEnv(name, logPath, dir string, env []string, argv ...string) (*proc, error) {
 	// O_APPEND: the child may open the same file for its own log.
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -65,7 +70,7 @@ func startProc(name, logPath, dir string, argv ...string) (*proc, error) {
 	defer f.Close() // the child has its own descriptor
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Pdeathsig kills the child if the bench dies without cleaning up (kill -9).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

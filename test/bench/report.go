@@ -36,9 +36,10 @@ func (r Row) OfRaw() (pct float64, ok bool) {
 // Report is the outcome of Run.
 type Report struct {
 	Rows   []Row
-	Setup  []string // how the numbers were measured, one line each
-	PyKMIP string   // "" when measured, else why not ("unavailable (...)")
-	Raw    string   // "" when measured, else why not
+	Setup  []string      // how the numbers were measured, one line each
+	PyKMIP string        // "" when measured, else why not ("unavailable (...)")
+	Raw    string        // "" when measured, else why not
+	Mirror *MirrorReport // nil when mirroring was not measured
 }
 
 // Verdict is the outcome of one target.
@@ -75,6 +76,9 @@ func (r *Report) Verdicts() []Verdict {
 				out = append(out, Verdict{"n/a", fmt.Sprintf("%s vs raw PKCS#11: %s", subject, orDefault(r.Raw, "not measured"))})
 			}
 		}
+	}
+	if m := r.Mirror; m != nil {
+		out = append(out, m.verdicts()...)
 	}
 	for _, row := range r.rowsOf(opCreate) {
 		if row.Clients == createRateConns {
@@ -130,6 +134,9 @@ func (r *Report) Markdown() string {
 		}
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", row.Op, row.Clients,
 			fmtRate(row.Ours.Rate()), fmtLatency(row.Ours.P50), fmtLatency(row.Ours.P99), py, ratio, raw, pct)
+	}
+	if r.Mirror != nil {
+		r.Mirror.markdown(&b)
 	}
 	b.WriteString("\n### Targets\n\n")
 	for _, v := range r.Verdicts() {
