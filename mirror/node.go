@@ -109,6 +109,7 @@ type Node struct {
 	acked  chan struct{} // closed and replaced when a peer acknowledges more
 	master string
 	mastAt time.Time
+	status []meta.Peer // as last saved, for Status
 }
 
 // peer is a paired appliance and what this process knows of the link.
@@ -159,8 +160,18 @@ func (n *Node) changed() <-chan struct{} {
 	return n.notify
 }
 
-// Run loads the pairings and replicates until ctx ends. It picks up
-// pairings made or removed by `hsmkms mirror` within two seconds.
+// Load reads this appliance's identity and its pairings. Call it before
+// serving KMIP, so that write_ack counts the paired peers from the start.
+func (n *Node) Load(ctx context.Context) error {
+	if err := n.init(ctx); err != nil {
+		return err
+	}
+	n.refresh(ctx)
+	return nil
+}
+
+// Run replicates until ctx ends (after Load, or it loads itself). It picks
+// up pairings made or removed by `hsmkms mirror` within two seconds.
 func (n *Node) Run(ctx context.Context) error {
 	if err := n.init(ctx); err != nil {
 		return err
@@ -457,6 +468,10 @@ func (n *Node) saveStatus(ctx context.Context) {
 		st.LagP50, st.LagP99, _ = percentiles(p.lags)
 		rows = append(rows, &st)
 	}
+	n.status = n.status[:0]
+	for _, r := range rows {
+		n.status = append(n.status, *r)
+	}
 	n.mu.Unlock()
 	err = n.cfg.Store.Update(ctx, func(tx *meta.Tx) error {
 		for _, r := range rows {
@@ -469,6 +484,14 @@ func (n *Node) saveStatus(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		n.log.Debug("mirror: save status", "err", err)
 	}
+}
+
+// Status returns each peer's link state as of the last second (the status
+// fields of meta.Peer), for metrics.
+func (n *Node) Status() []meta.Peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.status)
 }
 
 // Serve accepts mirror connections on ln until it is closed.

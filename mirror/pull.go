@@ -62,7 +62,7 @@ func (n *Node) pull(ctx context.Context, p *peer) error {
 		}
 		switch f.T {
 		case tError:
-			return fmt.Errorf("%w by %s: %s", ErrRefused, p.Addr, f.Error)
+			return fmt.Errorf("%w: %s says: %s", ErrRefused, p.Addr, f.Error)
 		case tChanges:
 		default:
 			return fmt.Errorf("read journal from %s: unexpected %q frame", p.Addr, f.T)

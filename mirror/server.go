@@ -102,6 +102,11 @@ func (n *Node) stream(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufi
 		wait := n.changed()
 		es, through, err := n.outgoing(ctx, p, cursor)
 		if err != nil {
+			// Tell the peer why its stream stops (its status shows it), e.g. a
+			// token failure here.
+			n.log.Warn("mirror: cannot send changes", "peer", p.ID, "err", err)
+			_ = c.SetWriteDeadline(time.Now().Add(silence))
+			_ = writeFrame(w, &frame{T: tError, Error: "the sending appliance failed: " + err.Error()})
 			return err
 		}
 		if len(es) > 0 || through > cursor {

@@ -155,6 +155,14 @@ func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 			return fmt.Errorf("read tls.ca of %s: %w", cfg.Path, err)
 		}
 		srv.ClientCAs = clientCAs(tlsCfg.ClientCAs, ca, nd)
+		metrics.WatchMirror(func() []admin.MirrorPeer {
+			var out []admin.MirrorPeer
+			for _, p := range nd.Status() {
+				out = append(out, admin.MirrorPeer{ID: p.ID, Name: p.Name, State: p.State, LagEntries: p.LagEntries,
+					Lag: p.Lag, LagP50: p.LagP50, LagP99: p.LagP99})
+			}
+			return out
+		})
 	}
 	observeServer(srv, cfg, metrics, log)
 	stopAdmin := startAdmin(cfg, log, metrics, tok, st, srv)
@@ -225,6 +233,9 @@ func startMirror(ctx context.Context, cfg *config.Config, log *slog.Logger, tok 
 		WriteAck: ack, AckTimeout: cfg.Mirror.AckTimeout, AntiEntropy: cfg.Mirror.AntiEntropy,
 		KindOf: ops.MaterialKind, OnApply: invalidate, Audit: true,
 	})
+	if err := node.Load(ctx); err != nil {
+		return nil, withExit(exitStore, err)
+	}
 	ln, err := net.Listen("tcp", cfg.Mirror.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (mirror.listen in %s): %w", cfg.Mirror.Listen, cfg.Path, err)

@@ -89,6 +89,9 @@ func TestHealthzAndMetrics(t *testing.T) {
 	})
 	var last time.Time
 	m.SetLastBackup(func() (time.Time, bool) { return last, !last.IsZero() })
+	m.WatchMirror(func() []MirrorPeer {
+		return []MirrorPeer{{ID: "p1", Name: "b", State: "error", LagEntries: 12, Lag: 3 * time.Second, LagP99: 80 * time.Millisecond}}
+	})
 
 	_, body := get(t, h, "/metrics")
 	for _, want := range []string{
@@ -105,6 +108,10 @@ func TestHealthzAndMetrics(t *testing.T) {
 		`hsmkms_hsm_sessions 6`,
 		`hsmkms_hsm_sessions_in_use 2`,
 		`hsmkms_hsm_errors_total{ckr="CKR_DEVICE_REMOVED"} 3`,
+		`hsmkms_mirror_peer_in_sync{name="b",peer="p1",state="error"} 0`,
+		`hsmkms_mirror_lag_entries{peer="p1"} 12`,
+		`hsmkms_mirror_lag_seconds{peer="p1"} 3`,
+		`hsmkms_mirror_replication_lag_seconds{peer="p1",quantile="0.99"} 0.08`,
 		`process_resident_memory_bytes`,
 	} {
 		if !strings.Contains(body, want+"\n") && !strings.Contains(body, want+" ") {

@@ -29,6 +29,7 @@ type Metrics struct {
 	once   sync.Mutex // guards the one-time registrations below
 	token  bool
 	backup bool
+	mirror bool
 }
 
 var _ kmip.Observer = (*Metrics)(nil)
@@ -178,5 +179,59 @@ func (c *backupCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descBacku
 func (c *backupCollector) Collect(ch chan<- prometheus.Metric) {
 	if t, ok := c.last(); ok {
 		ch <- prometheus.MustNewConstMetric(descBackupAge, prometheus.GaugeValue, time.Since(t).Seconds())
+	}
+}
+
+// MirrorPeer is one paired appliance as the mirror metrics show it.
+type MirrorPeer struct {
+	ID, Name, State string
+	LagEntries      int64         // this appliance's changes it has not applied
+	Lag             time.Duration // age of the oldest of them
+	LagP50, LagP99  time.Duration // recent replication lag of its changes to here
+}
+
+// WatchMirror exports each peer's state and lag, read from peers at every
+// scrape. Call it once per Metrics.
+func (m *Metrics) WatchMirror(peers func() []MirrorPeer) {
+	m.once.Lock()
+	defer m.once.Unlock()
+	if m.mirror {
+		panic("admin: WatchMirror called twice")
+	}
+	m.mirror = true
+	m.reg.MustRegister(&mirrorCollector{peers: peers})
+}
+
+var (
+	descMirrorUp = prometheus.NewDesc("hsmkms_mirror_peer_in_sync",
+		"1 when the link with the paired appliance works both ways and it has applied every change, else 0.", []string{"peer", "name", "state"}, nil)
+	descMirrorLagEntries = prometheus.NewDesc("hsmkms_mirror_lag_entries",
+		"Changes of this appliance the peer has not applied yet.", []string{"peer"}, nil)
+	descMirrorLagSeconds = prometheus.NewDesc("hsmkms_mirror_lag_seconds",
+		"Age of the oldest change of this appliance the peer has not applied.", []string{"peer"}, nil)
+	descMirrorReplication = prometheus.NewDesc("hsmkms_mirror_replication_lag_seconds",
+		"Recent time from the peer's commit of a new object to this appliance's, by quantile.", []string{"peer", "quantile"}, nil)
+)
+
+type mirrorCollector struct{ peers func() []MirrorPeer }
+
+func (c *mirrorCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMirrorUp
+	ch <- descMirrorLagEntries
+	ch <- descMirrorLagSeconds
+	ch <- descMirrorReplication
+}
+
+func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.peers() {
+		up := 0.0
+		if p.State == "in-sync" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descMirrorUp, prometheus.GaugeValue, up, p.ID, p.Name, p.State)
+		ch <- prometheus.MustNewConstMetric(descMirrorLagEntries, prometheus.GaugeValue, float64(p.LagEntries), p.ID)
+		ch <- prometheus.MustNewConstMetric(descMirrorLagSeconds, prometheus.GaugeValue, p.Lag.Seconds(), p.ID)
+		ch <- prometheus.MustNewConstMetric(descMirrorReplication, prometheus.GaugeValue, p.LagP50.Seconds(), p.ID, "0.5")
+		ch <- prometheus.MustNewConstMetric(descMirrorReplication, prometheus.GaugeValue, p.LagP99.Seconds(), p.ID, "0.99")
 	}
 }
