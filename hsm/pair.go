@@ -107,8 +107,11 @@ func (t *Token) identityAttempt(s *session) (point []byte, retry bool, err error
 			t.log.Error("mirror identity lock left in the token", "token", t.label, "key_ref", identityLockLabel, "err", derr)
 		}
 	}()
+	// Look again: the lock's last holder may have created it meanwhile. A
+	// half pair here is a module slow to show another process's objects
+	// (SoftHSM2), or one a crash left: a later try tells them apart.
 	if _, point, err = t.mirrorIdentity(s.h); !errors.Is(err, ErrNotFound) {
-		return point, false, err // found; or a crash left half a pair
+		return point, errors.Is(err, errIdentityHalf), err
 	}
 	pub, _, err := t.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)},
 		identityPublicTemplate(), identityPrivateTemplate())

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 
@@ -313,6 +317,75 @@ func TestDerivePairKEKRefusals(t *testing.T) {
 	if _, err := bare.DerivePairKEK(ctx, label, pub, []byte("c")); !errors.Is(err, hsm.ErrNotFound) {
 		t.Fatalf("DerivePairKEK without an identity: %v, want ErrNotFound", err)
 	}
+}
+
+// childEnv carries the Config of the token that TestMirrorIdentityProcesses'
+// child processes open (paths only: the PIN stays in its file).
+const childEnv = "HSMKMS_TEST_IDENTITY_CHILD"
+
+// TestMirrorIdentityProcesses creates the identity from several processes at
+// once: all must get the same, single key pair.
+func TestMirrorIdentityProcesses(t *testing.T) {
+	if os.Getenv(childEnv) != "" {
+		t.Skip("in a child process")
+	}
+	t.Parallel()
+	tok, cfg := newApplianceToken(t)
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const children = 4
+	outs := make([][]byte, children)
+	errs := make([]error, children)
+	var wg sync.WaitGroup
+	for i := range children {
+		wg.Go(func() {
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestMirrorIdentityChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), childEnv+"="+string(js))
+			outs[i], errs[i] = cmd.CombinedOutput()
+		})
+	}
+	wg.Wait()
+	want := hex.EncodeToString(identity(t, tok))
+	for i := range children {
+		if errs[i] != nil || !bytes.Contains(outs[i], []byte("identity="+want)) {
+			t.Errorf("child %d: %v, want identity %s; output:\n%s", i, errs[i], want, outs[i])
+		}
+	}
+	for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
+		if _, err := tok.KeyAttrs(class, hsm.MirrorIdentityLabel, pkcs11.CKA_TOKEN); err != nil {
+			t.Errorf("identity objects of class %d: %v (want exactly one)", class, err)
+		}
+	}
+}
+
+// TestMirrorIdentityChild is TestMirrorIdentityProcesses' child.
+func TestMirrorIdentityChild(t *testing.T) {
+	js := os.Getenv(childEnv)
+	if js == "" {
+		t.Skip("only run by TestMirrorIdentityProcesses")
+	}
+	var cfg hsm.Config
+	if err := json.Unmarshal([]byte(js), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	// SoftHSM2 2.6.1 may fail C_Initialize or C_Login while other processes
+	// write the token (it reads half-written files): try again until a deadline.
+	var (
+		tok *hsm.Token
+		err error
+	)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if tok, err = hsm.Open(t.Context(), cfg); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("open token %s: %v", cfg.TokenLabel, err)
+	}
+	defer tok.Close()
+	fmt.Printf("identity=%x\n", identity(t, tok))
 }
 
 // TestMirrorIdentityConcurrent creates the identity from two Tokens at once,
