@@ -26,6 +26,15 @@
 // token. ImportBackupSecret is the one way a KEK enters from outside, for
 // the custodian-share ceremony.
 //
+// Mirroring (pair.go): each token holds one EC P-256 key pair that only
+// derives (MirrorIdentity, created on first use under a lock of token
+// objects so that concurrent processes never make two). DerivePairKEK turns
+// a peer's public key and the agreed pairing context into the AES-256 pair
+// KEK hsmkms-pair-<peer> (ECDH, then CKM_AES_ECB_ENCRYPT_DATA over a hash of
+// the context, all in the token) and returns a check value that is equal on
+// both sides iff the KEKs are; keys then cross between appliances as blobs
+// Rewrap moves master -> pair KEK on the sender and back on the receiver.
+//
 // The optional TLS server key pair (tls.go, TLSKeyLabel) is an ECDSA P-256
 // token object that only signs, through a crypto.Signer, for crypto/tls.
 // Stats (stats.go) reports the session pool and counts PKCS#11 errors by CKR

@@ -70,6 +70,9 @@ func (t *Token) MirrorIdentity(ctx context.Context) (point []byte, err error) {
 			return point, nil
 		}
 		if attempt == identityAttempts {
+			if errors.Is(err, errIdentityHalf) {
+				return nil, fmt.Errorf("find mirror identity (a crash left stray objects: delete them): %w", err)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("find mirror identity: %w: %w", ErrBusy, err)
 			}
@@ -116,6 +119,13 @@ func (t *Token) identityAttempt(s *session) (point []byte, retry bool, err error
 	pub, _, err := t.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)},
 		identityPublicTemplate(), identityPrivateTemplate())
 	if err != nil {
+		// SoftHSM2 can fail after making one half. Only the lock holder
+		// creates identity objects, so whatever is there now is that half.
+		if privs, pubs, ferr := t.identityObjects(s.h); ferr == nil {
+			for _, h := range append(privs, pubs...) {
+				t.p11.DestroyObject(s.h, h)
+			}
+		}
 		return nil, collided(err), fmt.Errorf("generate key pair %s: %w", MirrorIdentityLabel, mapErr(err, opOther))
 	}
 	if point, err = t.readPoint(s.h, pub); err != nil {
@@ -309,9 +319,9 @@ func checkPairLabel(op, label string) error {
 //
 // Step 2 is the KDF, so that the raw x-coordinate (not uniformly random) is
 // never a key itself and the KEK depends on the pairing's context. SoftHSM2
-// 2.6.1 offers no CKD_SHA256_KDF (its ECDH accepts only CKD_NULL), no
-// HMAC- or hash-based derive, and unwraps only with AES key wrap and RSA;
-// its derive mechanisms are the *_ENCRYPT_DATA ones. Of those, ECB over a
+// 2.6.1 offers no ECDH KDF such as CKD_SHA256_KDF, no HMAC- or hash-based
+// derive, and unwraps only with AES key wrap and RSA; its derive mechanisms
+// besides ECDH and DH are the *_ENCRYPT_DATA ones. Of those, ECB over a
 // hash is the simplest: AES under the secret Z acts as a PRF on the two
 // distinct halves of H, and CBC would add only a fixed IV.
 //
@@ -401,7 +411,6 @@ func (t *Token) deriveEncryptData(sh pkcs11.SessionHandle, base pkcs11.ObjectHan
 	raw := unsafe.Slice((*byte)(unsafe.Pointer(&param)), unsafe.Sizeof(param))
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_ECB_ENCRYPT_DATA, raw)}
 	h, err := t.p11.DeriveKey(sh, mech, base, tmpl)
-	runtime.KeepAlive(data)
 	if err != nil {
 		return 0, fmt.Errorf("derive with AES-ECB: %w", mapErr(err, opOther))
 	}

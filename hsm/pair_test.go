@@ -324,12 +324,13 @@ func TestDerivePairKEKRefusals(t *testing.T) {
 const childEnv = "HSMKMS_TEST_IDENTITY_CHILD"
 
 // TestMirrorIdentityProcesses creates the identity from several processes at
-// once: all must get the same, single key pair.
+// once: all must get the same, single key pair. Not parallel: SoftHSM2 2.6.1
+// fails C_GetTokenInfo now and then while another process writes a token,
+// which would break other tests' Open.
 func TestMirrorIdentityProcesses(t *testing.T) {
 	if os.Getenv(childEnv) != "" {
 		t.Skip("in a child process")
 	}
-	t.Parallel()
 	tok, cfg := newApplianceToken(t)
 	js, err := json.Marshal(cfg)
 	if err != nil {

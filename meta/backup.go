@@ -210,7 +210,8 @@ WHERE id = ? AND wrapped = ? AND kek = ?`, blob, kek, id, oldBlob, oldKEK)
 	return n == 1, nil
 }
 
-// SetGrants makes identities exactly the grants of object id.
+// SetGrants makes identities exactly the grants of object id, under a new
+// grant revision.
 func (tx *Tx) SetGrants(id string, identities []string) error {
 	if err := tx.usable(true); err != nil {
 		return fmt.Errorf("set grants of %q: %w", id, err)
@@ -219,13 +220,23 @@ func (tx *Tx) SetGrants(id string, identities []string) error {
 	if err != nil {
 		return fmt.Errorf("set grants of %q: %w", id, err)
 	}
+	if err := tx.setGrants(seq, identities); err != nil {
+		return fmt.Errorf("set grants of %q: %w", id, err)
+	}
+	if err := tx.touch(seq); err != nil {
+		return fmt.Errorf("set grants of %q: %w", id, err)
+	}
+	return nil
+}
+
+func (tx *Tx) setGrants(seq int64, identities []string) error {
 	if _, err := tx.q.ExecContext(tx.ctx, `DELETE FROM grants WHERE object_seq = ?`, seq); err != nil {
-		return fmt.Errorf("set grants of %q: %w", id, tx.dbErr(err))
+		return tx.dbErr(err)
 	}
 	for _, ident := range identities {
 		if _, err := tx.q.ExecContext(tx.ctx,
 			`INSERT INTO grants (object_seq, identity) VALUES (?, ?) ON CONFLICT DO NOTHING`, seq, ident); err != nil {
-			return fmt.Errorf("set grants of %q: %w", id, tx.dbErr(err))
+			return tx.dbErr(err)
 		}
 	}
 	return nil

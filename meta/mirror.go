@@ -12,14 +12,17 @@ import (
 // logical clocks: Unix milliseconds shifted left 16 bits plus a counter, so
 // they follow wall time yet every new one exceeds every one this database has
 // stored, a peer's included. Clock/Origin version the object's attributes;
-// LifeClock/LifeOrigin version its lifecycle (the fields SameLifecycle
-// compares). MSeq is the object's position in this appliance's journal.
+// LifeClock/LifeOrigin its lifecycle (the fields SameLifecycle compares);
+// GrantClock/GrantOrigin its grants. MSeq is the object's position in this
+// appliance's journal.
 type Rev struct {
-	Clock      int64
-	Origin     string
-	LifeClock  int64
-	LifeOrigin string
-	MSeq       int64
+	Clock       int64
+	Origin      string
+	LifeClock   int64
+	LifeOrigin  string
+	GrantClock  int64
+	GrantOrigin string
+	MSeq        int64
 }
 
 // hlcShift makes room for the logical counter below the milliseconds.
@@ -37,15 +40,16 @@ func (tx *Tx) NewRev() (Rev, error) {
 	if err != nil {
 		return Rev{}, err
 	}
-	var maxClock, maxLife, maxSeq int64
+	var maxClock, maxLife, maxGrant, maxSeq int64
 	if err := tx.q.QueryRowContext(tx.ctx, `SELECT
 	COALESCE((SELECT MAX(rev_clock) FROM objects), 0),
 	COALESCE((SELECT MAX(life_clock) FROM objects), 0),
-	COALESCE((SELECT MAX(mseq) FROM objects), 0)`).Scan(&maxClock, &maxLife, &maxSeq); err != nil {
+	COALESCE((SELECT MAX(grant_clock) FROM objects), 0),
+	COALESCE((SELECT MAX(mseq) FROM objects), 0)`).Scan(&maxClock, &maxLife, &maxGrant, &maxSeq); err != nil {
 		return Rev{}, fmt.Errorf("read clocks: %w", tx.dbErr(err))
 	}
 	c := time.Now().UnixMilli() << hlcShift
-	c = max(c, maxClock+1, maxLife+1)
+	c = max(c, maxClock+1, maxLife+1, maxGrant+1)
 	return Rev{Clock: c, Origin: self, MSeq: maxSeq + 1}, nil
 }
 
@@ -71,14 +75,13 @@ func (tx *Tx) ApplianceID() (string, error) {
 	return tx.self, nil
 }
 
-// touch gives object seq a new attribute revision without changing it, for
-// writes outside the objects row (grants) that peers must see.
+// touch gives object seq a new grant revision after its grants changed.
 func (tx *Tx) touch(seq int64) error {
 	rev, err := tx.NewRev()
 	if err != nil {
 		return err
 	}
-	if _, err := tx.q.ExecContext(tx.ctx, `UPDATE objects SET rev_clock = ?, rev_origin = ?, mseq = ? WHERE seq = ?`,
+	if _, err := tx.q.ExecContext(tx.ctx, `UPDATE objects SET grant_clock = ?, grant_origin = ?, mseq = ? WHERE seq = ?`,
 		rev.Clock, rev.Origin, rev.MSeq, seq); err != nil {
 		return tx.dbErr(err)
 	}
@@ -182,6 +185,9 @@ func (tx *Tx) Apply(o *Object, grants []string) (Rev, error) {
 		if err := tx.insert(o, rev); err != nil {
 			return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, err)
 		}
+		if seq, err = tx.seq(o.ID); err != nil {
+			return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, err)
+		}
 	case err != nil:
 		return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, err)
 	default:
@@ -189,8 +195,8 @@ func (tx *Tx) Apply(o *Object, grants []string) (Rev, error) {
 			return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, err)
 		}
 	}
-	if err := tx.SetGrants(o.ID, grants); err != nil {
-		return Rev{}, fmt.Errorf("apply object: %w", err)
+	if err := tx.setGrants(seq, grants); err != nil {
+		return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, err)
 	}
 	o.Rev = rev
 	return rev, nil
@@ -207,7 +213,8 @@ func (tx *Tx) Revisions() ([]RevEntry, error) {
 	if err := tx.usable(false); err != nil {
 		return nil, fmt.Errorf("read revisions: %w", err)
 	}
-	rows, err := tx.q.QueryContext(tx.ctx, `SELECT id, rev_clock, rev_origin, life_clock, life_origin, mseq FROM objects ORDER BY id`)
+	rows, err := tx.q.QueryContext(tx.ctx, `SELECT id, rev_clock, rev_origin, life_clock, life_origin, grant_clock, grant_origin, mseq
+FROM objects ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("read revisions: %w", tx.dbErr(err))
 	}
@@ -215,7 +222,8 @@ func (tx *Tx) Revisions() ([]RevEntry, error) {
 	var out []RevEntry
 	for rows.Next() {
 		var e RevEntry
-		if err := rows.Scan(&e.ID, &e.Rev.Clock, &e.Rev.Origin, &e.Rev.LifeClock, &e.Rev.LifeOrigin, &e.Rev.MSeq); err != nil {
+		if err := rows.Scan(&e.ID, &e.Rev.Clock, &e.Rev.Origin, &e.Rev.LifeClock, &e.Rev.LifeOrigin,
+			&e.Rev.GrantClock, &e.Rev.GrantOrigin, &e.Rev.MSeq); err != nil {
 			return nil, fmt.Errorf("read revisions: %w", tx.dbErr(err))
 		}
 		out = append(out, e)
@@ -365,11 +373,11 @@ func (tx *Tx) AddInvite(secretHash string, expires time.Time) error {
 	if err := tx.usable(true); err != nil {
 		return fmt.Errorf("save invitation: %w", err)
 	}
-	if _, err := tx.q.ExecContext(tx.ctx, `DELETE FROM mirror_invites WHERE expires < ?`, time.Now().Unix()); err != nil {
+	if _, err := tx.q.ExecContext(tx.ctx, `DELETE FROM mirror_invites WHERE expires < ?`, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("save invitation: %w", tx.dbErr(err))
 	}
 	if _, err := tx.q.ExecContext(tx.ctx, `INSERT INTO mirror_invites (secret_hash, expires) VALUES (?, ?)`,
-		secretHash, expires.Unix()); err != nil {
+		secretHash, expires.UnixMilli()); err != nil {
 		return fmt.Errorf("save invitation: %w", tx.dbErr(err))
 	}
 	return nil
@@ -380,7 +388,7 @@ func (tx *Tx) Invites() ([]string, error) {
 	if err := tx.usable(false); err != nil {
 		return nil, fmt.Errorf("read invitations: %w", err)
 	}
-	rows, err := tx.q.QueryContext(tx.ctx, `SELECT secret_hash FROM mirror_invites WHERE expires >= ?`, time.Now().Unix())
+	rows, err := tx.q.QueryContext(tx.ctx, `SELECT secret_hash FROM mirror_invites WHERE expires >= ?`, time.Now().UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("read invitations: %w", tx.dbErr(err))
 	}
@@ -402,7 +410,7 @@ func (tx *Tx) UseInvite(secretHash string) error {
 		return fmt.Errorf("use invitation: %w", err)
 	}
 	res, err := tx.q.ExecContext(tx.ctx, `DELETE FROM mirror_invites WHERE secret_hash = ? AND expires >= ?`,
-		secretHash, time.Now().Unix())
+		secretHash, time.Now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("use invitation: %w", tx.dbErr(err))
 	}

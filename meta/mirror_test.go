@@ -51,11 +51,19 @@ func TestRevisions(t *testing.T) {
 			t.Errorf("%s: lifecycle revision moved %v, want %v", st.name, moved, st.lifeMove)
 		}
 	}
-	// A grant is replicated with the attributes: it advances them.
-	before := getObj(t, s, "b")
-	mustUpdate(t, s, func(tx *Tx) error { return tx.Grant("b", "carol") })
-	if after := getObj(t, s, "b"); after.Rev.Clock <= before.Rev.Clock || after.Rev.LifeClock != before.Rev.LifeClock {
-		t.Errorf("grant: %+v -> %+v", before.Rev, after.Rev)
+	// Grants have their own revision: a grant or revoke advances only it.
+	for _, change := range []func(tx *Tx) error{
+		func(tx *Tx) error { return tx.Grant("b", "carol") },
+		func(tx *Tx) error { return tx.Revoke("b", "carol") },
+		func(tx *Tx) error { return tx.SetGrants("b", []string{"dave"}) },
+	} {
+		before := getObj(t, s, "b")
+		mustUpdate(t, s, change)
+		after := getObj(t, s, "b")
+		if after.Rev.GrantClock <= before.Rev.GrantClock || after.Rev.Clock != before.Rev.Clock ||
+			after.Rev.LifeClock != before.Rev.LifeClock || after.Rev.MSeq <= before.Rev.MSeq {
+			t.Errorf("grant change: %+v -> %+v", before.Rev, after.Rev)
+		}
 	}
 }
 

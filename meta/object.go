@@ -48,7 +48,7 @@ type Object struct {
 const objectCols = `seq, id, type, state, owner, algorithm, length, usage_mask, format,
 	secret_type, wrapped, kek, created, updated, activation, deactivation, destroyed,
 	compromise, compromise_occurrence, revocation_reason, revocation_message,
-	rev_clock, rev_origin, life_clock, life_origin, mseq`
+	rev_clock, rev_origin, life_clock, life_origin, grant_clock, grant_origin, mseq`
 
 // fields returns o's typed columns (everything but seq, id and attrs) in
 // objectCols order.
@@ -87,7 +87,7 @@ func scanObject(row scanner) (int64, *Object, error) {
 		&o.UsageMask, &o.Format, &o.SecretType, &o.Wrapped, &o.KEK,
 		&times[0], &times[1], &times[2], &times[3], &times[4], &times[5], &times[6],
 		&o.RevocationReason, &o.RevocationMessage,
-		&o.Rev.Clock, &o.Rev.Origin, &o.Rev.LifeClock, &o.Rev.LifeOrigin, &o.Rev.MSeq)
+		&o.Rev.Clock, &o.Rev.Origin, &o.Rev.LifeClock, &o.Rev.LifeOrigin, &o.Rev.GrantClock, &o.Rev.GrantOrigin, &o.Rev.MSeq)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -133,18 +133,20 @@ func (tx *Tx) Create(o *Object) error {
 		return fmt.Errorf("create object %q: %w", o.ID, err)
 	}
 	rev.LifeClock, rev.LifeOrigin = rev.Clock, rev.Origin
+	rev.GrantClock, rev.GrantOrigin = rev.Clock, rev.Origin
 	return tx.insert(o, rev)
 }
 
 // insert adds o with revision rev.
 func (tx *Tx) insert(o *Object, rev Rev) error {
 	args := append([]any{o.ID}, o.fields()...)
-	args = append(args, rev.Clock, rev.Origin, rev.LifeClock, rev.LifeOrigin, rev.MSeq)
+	args = append(args, rev.Clock, rev.Origin, rev.LifeClock, rev.LifeOrigin, rev.GrantClock, rev.GrantOrigin, rev.MSeq)
 	res, err := tx.q.ExecContext(tx.ctx, `INSERT INTO objects (
 	id, type, state, owner, algorithm, length, usage_mask, format, secret_type, wrapped, kek,
 	created, updated, activation, deactivation, destroyed, compromise, compromise_occurrence,
-	revocation_reason, revocation_message, rev_clock, rev_origin, life_clock, life_origin, mseq
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	revocation_reason, revocation_message, rev_clock, rev_origin, life_clock, life_origin,
+	grant_clock, grant_origin, mseq
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING`, args...)
 	if err != nil {
 		return fmt.Errorf("create object %q: %w", o.ID, tx.dbErr(err))
@@ -190,6 +192,7 @@ func (tx *Tx) Put(o *Object) error {
 		return fmt.Errorf("put object %q: %w", o.ID, err)
 	}
 	rev.LifeClock, rev.LifeOrigin = old.Rev.LifeClock, old.Rev.LifeOrigin
+	rev.GrantClock, rev.GrantOrigin = old.Rev.GrantClock, old.Rev.GrantOrigin
 	if !SameLifecycle(old, o) {
 		rev.LifeClock, rev.LifeOrigin = rev.Clock, rev.Origin
 	}
@@ -202,13 +205,13 @@ func (tx *Tx) Put(o *Object) error {
 
 // update overwrites row seq with o at revision rev.
 func (tx *Tx) update(seq int64, o *Object, rev Rev) error {
-	args := append(o.fields(), rev.Clock, rev.Origin, rev.LifeClock, rev.LifeOrigin, rev.MSeq, seq)
+	args := append(o.fields(), rev.Clock, rev.Origin, rev.LifeClock, rev.LifeOrigin, rev.GrantClock, rev.GrantOrigin, rev.MSeq, seq)
 	if _, err := tx.q.ExecContext(tx.ctx, `UPDATE objects SET
 	type = ?, state = ?, owner = ?, algorithm = ?, length = ?, usage_mask = ?, format = ?,
 	secret_type = ?, wrapped = ?, kek = ?, created = ?, updated = ?, activation = ?,
 	deactivation = ?, destroyed = ?, compromise = ?, compromise_occurrence = ?,
 	revocation_reason = ?, revocation_message = ?,
-	rev_clock = ?, rev_origin = ?, life_clock = ?, life_origin = ?, mseq = ?
+	rev_clock = ?, rev_origin = ?, life_clock = ?, life_origin = ?, grant_clock = ?, grant_origin = ?, mseq = ?
 WHERE seq = ?`, args...); err != nil {
 		return tx.dbErr(err)
 	}

@@ -52,6 +52,16 @@ func lifeAfter(a, b *meta.Object) bool {
 	return a.Rev.LifeOrigin > b.Rev.LifeOrigin
 }
 
+// grantsAfter reports whether a's grants supersede b's: last writer wins,
+// independently of the attributes, so that a revoked grant is not restored by
+// a later change of an attribute elsewhere.
+func grantsAfter(a, b *meta.Object) bool {
+	if a.Rev.GrantClock != b.Rev.GrantClock {
+		return a.Rev.GrantClock > b.Rev.GrantClock
+	}
+	return a.Rev.GrantOrigin > b.Rev.GrantOrigin
+}
+
 // attrsAfter reports whether a's attributes supersede b's: last writer wins.
 func attrsAfter(a, b *meta.Object) bool {
 	if a.Rev.Clock != b.Rev.Clock {
@@ -68,8 +78,8 @@ type version struct {
 
 // merge combines the local version (nil when the object is new here) with a
 // peer's. The result does not depend on the order versions arrive in: the
-// attributes (and grants) come from the last writer, the lifecycle from the
-// version furthest along it. Material is the local blob when there is one,
+// attributes and the grants each come from their last writer, the lifecycle
+// from the version furthest along it. Material is the local blob when there is one,
 // else the remote's (which the caller has rewrapped for this token), and
 // none once destroyed. fresh means the merge made a lifecycle no version
 // had (a Destroy concurrent with a Compromise gives Destroyed Compromised),
@@ -84,9 +94,13 @@ func merge(local *version, remote version) (out version, fresh, changed bool) {
 		return version{o: &cp, grants: remote.grants}, false, true
 	}
 	l, r := local.o, remote.o
-	aw, agrants := l, local.grants
+	aw := l
 	if attrsAfter(r, l) {
-		aw, agrants = r, remote.grants
+		aw = r
+	}
+	gw, grants := l, local.grants
+	if grantsAfter(r, l) {
+		gw, grants = r, remote.grants
 	}
 	lw, other := l, r
 	if lifeAfter(r, l) {
@@ -97,6 +111,7 @@ func merge(local *version, remote version) (out version, fresh, changed bool) {
 	cp.Destroyed, cp.Compromise, cp.CompromiseOccurrence = lw.Destroyed, lw.Compromise, lw.CompromiseOccurrence
 	cp.RevocationReason, cp.RevocationMessage = lw.RevocationReason, lw.RevocationMessage
 	cp.Rev.LifeClock, cp.Rev.LifeOrigin = lw.Rev.LifeClock, lw.Rev.LifeOrigin
+	cp.Rev.GrantClock, cp.Rev.GrantOrigin = gw.Rev.GrantClock, gw.Rev.GrantOrigin
 	if kmip14.State(lw.State) == kmip14.StateDestroyed && compromised(other.State) {
 		cp.State = uint32(kmip14.StateDestroyedCompromised)
 		cp.Compromise, cp.CompromiseOccurrence = other.Compromise, other.CompromiseOccurrence
@@ -112,6 +127,6 @@ func merge(local *version, remote version) (out version, fresh, changed bool) {
 	}
 	cp.Rev.MSeq = l.Rev.MSeq
 	changed = fresh || cp.Rev != l.Rev || (cp.Wrapped == nil) != (l.Wrapped == nil) ||
-		!slices.Equal(agrants, local.grants)
-	return version{o: &cp, grants: agrants}, fresh, changed
+		!slices.Equal(grants, local.grants)
+	return version{o: &cp, grants: grants}, fresh, changed
 }

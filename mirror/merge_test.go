@@ -15,7 +15,7 @@ import (
 func obj(state kmip14.State, clock, life int64, origin string, name string) *meta.Object {
 	o := &meta.Object{ID: "k", State: uint32(state), Wrapped: []byte{1, 2, 3}, KEK: "m",
 		Attrs: []meta.Attr{{Name: "Name", Value: []byte(name)}},
-		Rev:   meta.Rev{Clock: clock, Origin: origin, LifeClock: life, LifeOrigin: origin}}
+		Rev:   meta.Rev{Clock: clock, Origin: origin, LifeClock: life, LifeOrigin: origin, GrantClock: life, GrantOrigin: origin}}
 	if state == kmip14.StateDestroyed || state == kmip14.StateDestroyedCompromised {
 		o.Wrapped = nil
 		o.Destroyed = time.Unix(life, 0).UTC()
@@ -72,6 +72,22 @@ func TestMergeRules(t *testing.T) {
 	}
 }
 
+// TestMergeGrants: a revoked grant stays revoked when another appliance
+// later changes an attribute.
+func TestMergeGrants(t *testing.T) {
+	local := obj(kmip14.StateActive, 5, 1, "a", "x")
+	local.Rev.GrantClock = 6 // grant revoked here at 6
+	remote := obj(kmip14.StateActive, 7, 1, "b", "y")
+	remote.Rev.GrantClock = 2 // still granted, as of 2; attribute changed at 7
+	out, _, changed := merge(&version{o: local, grants: nil}, version{o: remote, grants: []string{"intruder"}})
+	if !changed || string(out.o.Attrs[0].Value) != "y" {
+		t.Errorf("the later attribute change was not taken")
+	}
+	if len(out.grants) != 0 || out.o.Rev.GrantClock != 6 {
+		t.Errorf("grants %v (revision %d): the revoked grant came back", out.grants, out.o.Rev.GrantClock)
+	}
+}
+
 // TestMergeConverges delivers random concurrent versions to three replicas in
 // different orders, then lets them exchange until nothing changes: all must
 // end identical, whatever the order.
@@ -84,10 +100,14 @@ func TestMergeConverges(t *testing.T) {
 		// an appliance never hands out a clock twice.
 		var versions []*meta.Object
 		n := 2 + r.IntN(5)
-		clocks, lifes := r.Perm(n), r.Perm(n)
+		clocks, lifes, grantClocks := r.Perm(n), r.Perm(n), r.Perm(n)
+		var grants [][]string
 		for i := range n {
 			origin := fmt.Sprint("node", r.IntN(3))
-			versions = append(versions, obj(states[r.IntN(len(states))], int64(1+clocks[i]), int64(1+lifes[i]), origin, fmt.Sprint("v", i)))
+			o := obj(states[r.IntN(len(states))], int64(1+clocks[i]), int64(1+lifes[i]), origin, fmt.Sprint("v", i))
+			o.Rev.GrantClock = int64(1 + grantClocks[i])
+			versions = append(versions, o)
+			grants = append(grants, []string{fmt.Sprint("id", r.IntN(3))})
 		}
 		replicas := make([]*version, 3)
 		clock := int64(100)
@@ -105,7 +125,7 @@ func TestMergeConverges(t *testing.T) {
 		}
 		for i := range replicas {
 			for _, j := range r.Perm(len(versions)) {
-				apply(i, version{o: versions[j]})
+				apply(i, version{o: versions[j], grants: grants[j]})
 			}
 		}
 		for changed := true; changed; {
@@ -119,7 +139,7 @@ func TestMergeConverges(t *testing.T) {
 			}
 		}
 		for i := 1; i < len(replicas); i++ {
-			if !reflect.DeepEqual(replicas[i].o, replicas[0].o) {
+			if !reflect.DeepEqual(replicas[i].o, replicas[0].o) || !reflect.DeepEqual(replicas[i].grants, replicas[0].grants) {
 				t.Fatalf("round %d: replica %d = %+v, replica 0 = %+v", round, i, replicas[i].o, replicas[0].o)
 			}
 		}

@@ -167,7 +167,7 @@ func (n *Node) outgoing(ctx context.Context, p *peer, cursor int64) ([]entry, in
 	}
 	var es []entry
 	for _, c := range cs {
-		if c.Object.Rev.Origin == p.ID && c.Object.Rev.LifeOrigin == p.ID {
+		if r := c.Object.Rev; r.Origin == p.ID && r.LifeOrigin == p.ID && r.GrantOrigin == p.ID {
 			continue
 		}
 		e, err := n.export(ctx, p, c)
@@ -218,7 +218,8 @@ func (n *Node) digests(ctx context.Context) ([]string, []meta.RevEntry, error) {
 		hs[i] = sha256.New()
 	}
 	for _, e := range revs {
-		fmt.Fprintf(hs[bucketOf(e.ID)], "%q %d %q %d %q\n", e.ID, e.Rev.Clock, e.Rev.Origin, e.Rev.LifeClock, e.Rev.LifeOrigin)
+		fmt.Fprintf(hs[bucketOf(e.ID)], "%q %d %q %d %q %d %q\n", e.ID, e.Rev.Clock, e.Rev.Origin,
+			e.Rev.LifeClock, e.Rev.LifeOrigin, e.Rev.GrantClock, e.Rev.GrantOrigin)
 	}
 	out := make([]string, buckets)
 	for i, h := range hs {

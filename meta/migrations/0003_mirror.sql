@@ -1,13 +1,16 @@
--- Mirroring (see mirror.go). Every object carries two revisions, each a
+-- Mirroring (see mirror.go). Every object carries three revisions, each a
 -- hybrid logical clock and the appliance that wrote it: rev_* for its
--- attributes and life_* for its lifecycle (state, dates, revocation,
--- material). mseq orders local changes: it is the object's position in this
+-- attributes, life_* for its lifecycle (state, dates, revocation,
+-- material) and grant_* for its grants, so that a revoked grant is not
+-- brought back by a later change of an attribute elsewhere. mseq orders local changes: it is the object's position in this
 -- appliance's change journal, which peers read from a cursor; an object's
 -- newer change supersedes its older one, so the journal compacts itself.
 ALTER TABLE objects ADD COLUMN rev_clock   INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE objects ADD COLUMN rev_origin  TEXT    NOT NULL DEFAULT '';
 ALTER TABLE objects ADD COLUMN life_clock  INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE objects ADD COLUMN life_origin TEXT    NOT NULL DEFAULT '';
+ALTER TABLE objects ADD COLUMN grant_clock  INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE objects ADD COLUMN grant_origin TEXT    NOT NULL DEFAULT '';
 ALTER TABLE objects ADD COLUMN mseq        INTEGER NOT NULL DEFAULT 0;
 
 -- Objects written before mirroring existed join the journal in seq order.
@@ -16,6 +19,7 @@ UPDATE objects SET mseq = seq;
 CREATE INDEX objects_mseq ON objects (mseq);
 CREATE INDEX objects_rev_clock ON objects (rev_clock);
 CREATE INDEX objects_life_clock ON objects (life_clock);
+CREATE INDEX objects_grant_clock ON objects (grant_clock);
 
 -- Small appliance-wide values. appliance_id names this database among its
 -- mirror peers; it is random so that two fresh appliances never collide.
@@ -53,7 +57,8 @@ CREATE TABLE mirror_peers (
     status_at    INTEGER
 ) STRICT;
 
--- Outstanding pairing invitations: the SHA-256 of the one-time secret.
+-- Outstanding pairing invitations: the SHA-256 of the one-time secret and
+-- the expiry in Unix milliseconds.
 CREATE TABLE mirror_invites (
     secret_hash TEXT PRIMARY KEY,
     expires     INTEGER NOT NULL
