@@ -147,17 +147,95 @@ func (tx *Tx) selectChanges(where string, args ...any) ([]Change, error) {
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, fmt.Errorf("read journal: %w", tx.dbErr(err))
 	}
-	// A journal page is small and its objects are scattered, so attributes
-	// and grants are read per object by primary key.
+	if len(out) == 0 {
+		return out, nil
+	}
+	// A journal page's objects are scattered: their attributes and grants are
+	// read with one query each, by the page's seqs.
+	bySeq := make(map[int64]*Change, len(seqs))
+	args = make([]any, len(seqs))
 	for i, seq := range seqs {
-		if err := tx.loadAttrs(map[int64]*Object{seq: out[i].Object}, seq, seq); err != nil {
-			return nil, fmt.Errorf("read journal: %w", err)
+		bySeq[seq], args[i] = &out[i], seq
+	}
+	in := `(?` + strings.Repeat(", ?", len(seqs)-1) + `)`
+	rows, err = tx.q.QueryContext(tx.ctx, `SELECT object_seq, name, idx, value FROM attrs
+WHERE object_seq IN `+in+` ORDER BY object_seq, name, idx`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read journal attributes: %w", tx.dbErr(err))
+	}
+	for rows.Next() {
+		var (
+			seq int64
+			a   Attr
+		)
+		if err := rows.Scan(&seq, &a.Name, &a.Index, &a.Value); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read journal attributes: %w", tx.dbErr(err))
 		}
-		g, err := tx.grantsIn(seq, seq)
-		if err != nil {
-			return nil, fmt.Errorf("read journal: %w", err)
+		if a.Value == nil {
+			a.Value = []byte{}
 		}
-		out[i].Grants = g[seq]
+		c := bySeq[seq]
+		c.Object.Attrs = append(c.Object.Attrs, a)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("read journal attributes: %w", tx.dbErr(err))
+	}
+	rows, err = tx.q.QueryContext(tx.ctx, `SELECT object_seq, identity FROM grants
+WHERE object_seq IN `+in+` ORDER BY object_seq, identity`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read journal grants: %w", tx.dbErr(err))
+	}
+	for rows.Next() {
+		var (
+			seq   int64
+			ident string
+		)
+		if err := rows.Scan(&seq, &ident); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read journal grants: %w", tx.dbErr(err))
+		}
+		c := bySeq[seq]
+		c.Grants = append(c.Grants, ident)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("read journal grants: %w", tx.dbErr(err))
+	}
+	return out, nil
+}
+
+// HaveMaterial reports, for those of ids that exist, whether they need no
+// material from a peer: they hold theirs or are destroyed.
+func (tx *Tx) HaveMaterial(ids []string) (map[string]bool, error) {
+	if err := tx.usable(false); err != nil {
+		return nil, fmt.Errorf("look up objects: %w", err)
+	}
+	out := make(map[string]bool, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := tx.q.QueryContext(tx.ctx, `SELECT id, wrapped IS NOT NULL OR state IN (5, 6) FROM objects
+WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("look up objects: %w", tx.dbErr(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id string
+			ok bool
+		)
+		if err := rows.Scan(&id, &ok); err != nil {
+			return nil, fmt.Errorf("look up objects: %w", tx.dbErr(err))
+		}
+		out[id] = ok
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up objects: %w", tx.dbErr(err))
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -94,6 +95,28 @@ func TestJournalAndApply(t *testing.T) {
 		g, err := tx.Grants("p")
 		if !slices.Equal(g, []string{"dave"}) {
 			t.Errorf("grants %v", g)
+		}
+		return err
+	})
+	// The journal carries attributes and grants; HaveMaterial tells what needs a key.
+	mustUpdate(t, s, func(tx *Tx) error {
+		o := getObj(t, s, "b")
+		o.Attrs = []Attr{{Name: "Name", Value: []byte("n")}}
+		o.State, o.Wrapped = 5, nil
+		return tx.Put(o)
+	})
+	mustView(t, s, func(tx *Tx) error {
+		cs, err := tx.Changes(rev.MSeq-1, 10)
+		if err != nil {
+			return err
+		}
+		if len(cs) != 2 || cs[0].Object.ID != "p" || !slices.Equal(cs[0].Grants, []string{"dave"}) ||
+			cs[1].Object.ID != "b" || len(cs[1].Object.Attrs) != 1 {
+			t.Errorf("journal tail %+v", cs)
+		}
+		have, err := tx.HaveMaterial([]string{"a", "b", "p", "nope"})
+		if want := map[string]bool{"a": false, "b": true, "p": true}; !maps.Equal(have, want) {
+			t.Errorf("HaveMaterial = %v, want %v", have, want)
 		}
 		return err
 	})

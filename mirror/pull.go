@@ -115,12 +115,9 @@ func (n *Node) apply(ctx context.Context, p *peer, es []entry, through int64, mo
 		}
 		ids[i] = e.Object.ID
 	}
-	have := make(map[string]bool, len(ids))
-	err := n.cfg.Store.View(ctx, func(tx *meta.Tx) error {
-		cs, err := tx.ObjectsByID(ids)
-		for _, c := range cs {
-			have[c.Object.ID] = c.Object.Wrapped != nil || isDestroyed(c.Object.State)
-		}
+	var have map[string]bool
+	err := n.cfg.Store.View(ctx, func(tx *meta.Tx) (err error) {
+		have, err = tx.HaveMaterial(ids)
 		return err
 	})
 	if err != nil {

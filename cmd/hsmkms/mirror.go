@@ -254,9 +254,15 @@ func mirrorStatus(c *cli.Context) error {
 		if !p.LastContact.IsZero() {
 			r.LastContact = p.LastContact.Format(time.RFC3339Nano)
 		}
-		// A status nobody refreshed for a while means serve is not running.
+		// serve refreshes the status every second; a stale one means serve is
+		// stopped, has mirroring disabled, or cannot write its store.
 		if p.StatusAt.IsZero() || time.Since(p.StatusAt) > 5*time.Second {
-			r.State = "not-running"
+			r.State = "unknown"
+			since := "never"
+			if !p.StatusAt.IsZero() {
+				since = time.Since(p.StatusAt).Round(time.Second).String() + " ago"
+			}
+			r.LastError = fmt.Sprintf("status last refreshed %s: serve is stopped, has mirroring disabled, or cannot write %s", since, cfg.Store.Path)
 		}
 		out.Peers = append(out.Peers, r)
 	}
