@@ -13,6 +13,9 @@ import (
 	"github.com/hsmkms/hsmkms/meta"
 )
 
+// maxCoalesce bounds the entries applied in one transaction.
+const maxCoalesce = 2048
+
 // pullLoop keeps a journal stream from p open, reconnecting with backoff.
 func (n *Node) pullLoop(ctx context.Context, p *peer) {
 	backoff := 100 * time.Millisecond
@@ -66,6 +69,20 @@ func (n *Node) pull(ctx context.Context, p *peer) error {
 		case tChanges:
 		default:
 			return fmt.Errorf("read journal from %s: unexpected %q frame", p.Addr, f.T)
+		}
+		// Pages that arrived while the last one was applied are applied
+		// together: one commit instead of one per page, which keeps the
+		// receiver up with a sender that streams each commit as it happens.
+		for r.Buffered() > 0 && len(f.Entries) < maxCoalesce {
+			g, err := readFrame(r)
+			if err != nil {
+				return fmt.Errorf("read journal from %s: %w", p.Addr, err)
+			}
+			if g.T != tChanges {
+				return fmt.Errorf("read journal from %s: unexpected %q frame", p.Addr, g.T)
+			}
+			f.Entries = append(f.Entries, g.Entries...)
+			f.Through = max(f.Through, g.Through)
 		}
 		if len(f.Entries) > 0 || f.Through > cursor {
 			if err := n.apply(ctx, p, f.Entries, f.Through, true); err != nil {
