@@ -81,6 +81,20 @@ func (n *Node) stream(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufi
 	defer stop()
 	n.setFlag(p, &p.streaming, true)
 	defer n.setFlag(p, &p.streaming, false)
+	var head int64
+	if err := n.cfg.Store.View(ctx, func(tx *meta.Tx) (err error) {
+		head, err = tx.JournalHead()
+		return err
+	}); err != nil {
+		return fmt.Errorf("read journal head: %w", err)
+	}
+	if cursor > head {
+		// The peer has applied positions this journal never reached: this
+		// database was restored or replaced. Replaying it all is harmless.
+		n.log.Warn("mirror: peer's cursor is past this journal's end (restored database?); replaying the journal",
+			"peer", p.ID, "cursor", cursor, "head", head)
+		cursor = 0
+	}
 	go func() {
 		defer cancel()
 		for {
