@@ -50,7 +50,10 @@ const (
 // PKCS#11 has no lock across processes, and two processes that both found no
 // identity would each create one, one of which a caller might already have
 // been given. So the pair is created only under a lock made of token objects
-// (lockIdentity), after looking again, and a token never holds two.
+// (lockIdentity), after looking again, and a token never holds two. On
+// SoftHSM2 2.6.1 this holds across processes and within one Token; two
+// Tokens in one process share a SoftHSM2 instance whose concurrent writes
+// of token objects misbehave (SoftHSMv2 issue 573), so do not race them.
 func (t *Token) MirrorIdentity(ctx context.Context) (point []byte, err error) {
 	if err := t.begin(); err != nil {
 		return nil, err
@@ -96,6 +99,7 @@ func (t *Token) identityAttempt(s *session) (point []byte, retry bool, err error
 	// Within this Token, t.mu keeps callers off each other's lock.
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// A single whole pair is final: nobody destroys one.
 	_, point, err = t.mirrorIdentity(s.h)
 	if err == nil || !errors.Is(err, ErrNotFound) && !errors.Is(err, errIdentityHalf) {
 		return point, false, err
@@ -119,9 +123,10 @@ func (t *Token) identityAttempt(s *session) (point []byte, retry bool, err error
 	pub, _, err := t.p11.GenerateKeyPair(s.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)},
 		identityPublicTemplate(), identityPrivateTemplate())
 	if err != nil {
-		// SoftHSM2 can fail after making one half. Only the lock holder
-		// creates identity objects, so whatever is there now is that half.
-		if privs, pubs, ferr := t.identityObjects(s.h); ferr == nil {
+		// SoftHSM2 can fail after making one half; only the lock holder
+		// creates identity objects, so a lone half now is that one. A whole
+		// pair stays: it may already have been handed out (see above).
+		if privs, pubs, ferr := t.identityObjects(s.h); ferr == nil && (len(privs) == 0) != (len(pubs) == 0) {
 			for _, h := range append(privs, pubs...) {
 				t.p11.DestroyObject(s.h, h)
 			}

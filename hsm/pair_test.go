@@ -389,17 +389,19 @@ func TestMirrorIdentityChild(t *testing.T) {
 	fmt.Printf("identity=%x\n", identity(t, tok))
 }
 
-// TestMirrorIdentityConcurrent creates the identity from two Tokens at once,
-// as two processes would: everyone must get the same, single key pair.
+// TestMirrorIdentityConcurrent creates the identity from many goroutines on
+// one Token: everyone must get the same, single key pair. (Two Tokens in one
+// process share one SoftHSM2 instance, whose concurrent writes of token
+// objects misbehave, SoftHSMv2 issue 573; separate processes, the real case,
+// are TestMirrorIdentityProcesses.)
 func TestMirrorIdentityConcurrent(t *testing.T) {
 	t.Parallel()
-	tok, cfg := newApplianceToken(t)
-	toks := []*hsm.Token{tok, openToken(t, cfg)}
+	tok, _ := newApplianceToken(t)
 	var wg sync.WaitGroup
 	got := make([][]byte, 8)
 	errs := make([]error, len(got))
 	for i := range got {
-		wg.Go(func() { got[i], errs[i] = toks[i%2].MirrorIdentity(t.Context()) })
+		wg.Go(func() { got[i], errs[i] = tok.MirrorIdentity(t.Context()) })
 	}
 	wg.Wait()
 	for i := range got {
