@@ -201,6 +201,7 @@ func Join(ctx context.Context, cfg JoinConfig, inv Invitation) (*meta.Peer, erro
 func (n *Node) acceptJoin(ctx context.Context, remote, spki string, w *bufio.Writer, f *frame) {
 	refuse := func(why string, err error) {
 		n.log.Warn("mirror: pairing refused", "remote_addr", remote, "fingerprint", Fingerprint(spki), "reason", why, "err", err)
+		n.auditPairing(ctx, f, remote, spki, "Failed", why)
 		_ = writeFrame(w, &frame{T: tError, Error: why})
 	}
 	var hashes []string
@@ -246,7 +247,13 @@ func (n *Node) acceptJoin(ctx context.Context, remote, spki string, w *bufio.Wri
 		if err := tx.UseInvite(hex.EncodeToString(key)); err != nil {
 			return err
 		}
-		return tx.PutPeer(p)
+		if err := tx.PutPeer(p); err != nil {
+			return err
+		}
+		if !n.cfg.Audit {
+			return nil
+		}
+		return tx.AppendAudit(pairingRecord(f, remote, spki, "Success", "paired; pair KEK "+label))
 	})
 	if err != nil {
 		refuse("the invitation was used meanwhile, or the store failed", err)
@@ -260,6 +267,26 @@ func (n *Node) acceptJoin(ctx context.Context, remote, spki string, w *bufio.Wri
 	}
 	n.log.Info("mirror: paired", "peer", f.From, "name", f.Name, "addr", f.Addr, "fingerprint", Fingerprint(spki))
 	n.refresh(ctx)
+}
+
+// pairingRecord is the audit record of a join this appliance answered.
+func pairingRecord(f *frame, remote, spki, status, msg string) meta.AuditRecord {
+	return meta.AuditRecord{Kind: meta.AuditMirror, Actor: f.From + " (" + f.Name + ")", Fingerprint: spki,
+		RemoteAddr: remote, Operation: "mirror pair", Status: status, Message: msg}
+}
+
+// auditPairing records a refused join; a failure to record is logged only,
+// since the refusal stands either way.
+func (n *Node) auditPairing(ctx context.Context, f *frame, remote, spki, status, msg string) {
+	if !n.cfg.Audit {
+		return
+	}
+	err := n.cfg.Store.Update(ctx, func(tx *meta.Tx) error {
+		return tx.AppendAudit(pairingRecord(f, remote, spki, status, msg))
+	})
+	if err != nil {
+		n.log.Error("mirror: could not record a refused pairing in the audit trail", "err", err)
+	}
 }
 
 // Unpair forgets peer id: the pairing, then the pair KEK in the token.

@@ -159,6 +159,18 @@ func TestMirrorPairAndReplicate(t *testing.T) {
 		return st == kmip14.ResultStatusSuccess
 	})
 	waitConverged(t, 20*time.Second, a, b)
+	// The inviter recorded the pairing, the receiver the applied changes, and
+	// `audit verify` still accepts both chains.
+	if tail := a.MustCLI(t, "audit", "tail", "-n", "100"); !strings.Contains(tail, "mirror pair") {
+		t.Errorf("a's audit trail lacks the pairing:\n%s", tail)
+	}
+	waitFor(t, 10*time.Second, "b's audit record of the applied key", func() bool {
+		tail := b.MustCLI(t, "audit", "tail", "-n", "100")
+		return strings.Contains(tail, "mirror apply") && strings.Contains(tail, id)
+	})
+	for _, nd := range nodes {
+		nd.MustCLI(t, "audit", "verify")
+	}
 }
 
 // openMirrorKMIP opens a KMIP session to nd trusting caFile (a CA bundle).
