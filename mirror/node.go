@@ -110,6 +110,8 @@ type Node struct {
 	master string
 	mastAt time.Time
 	status []meta.Peer // as last saved, for Status
+
+	lastRefresh time.Time // of a reread caused by an unknown caller
 }
 
 // peer is a paired appliance and what this process knows of the link.

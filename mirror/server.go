@@ -52,6 +52,12 @@ func (n *Node) handle(ctx context.Context, c *tls.Conn) {
 		return
 	}
 	p := n.peerBySPKI(spki)
+	if p == nil && n.mayRefresh() {
+		// A pairing just made by `mirror join` on this appliance is in the
+		// database before the periodic reread finds it.
+		n.refresh(ctx)
+		p = n.peerBySPKI(spki)
+	}
 	if p == nil || p.ID != f.From {
 		n.log.Warn("mirror: refused connection: the certificate is not a paired appliance's",
 			"remote_addr", remote, "fingerprint", Fingerprint(spki), "claimed_id", f.From)
@@ -112,6 +118,10 @@ func (n *Node) stream(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufi
 			}
 		}
 	}()
+	// lastSent paces the heartbeat by what was last written, not by loop
+	// turns: other commits (status rows, say) wake the loop every second and
+	// must not postpone the heartbeat forever.
+	lastSent := time.Now()
 	for ctx.Err() == nil {
 		wait := n.changed()
 		es, through, err := n.outgoing(ctx, p, cursor)
@@ -128,21 +138,33 @@ func (n *Node) stream(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufi
 			if err := writeFrame(w, &frame{T: tChanges, Entries: es, Through: through}); err != nil {
 				return fmt.Errorf("send changes: %w", err)
 			}
-			cursor = through
+			cursor, lastSent = through, time.Now()
 			continue
 		}
 		select {
 		case <-wait:
-		case <-time.After(heartbeat):
+		case <-time.After(heartbeat - time.Since(lastSent)):
 			// Also the poll for changes other processes (the CLI) committed.
 			_ = c.SetWriteDeadline(time.Now().Add(silence))
 			if err := writeFrame(w, &frame{T: tChanges, Through: cursor}); err != nil {
 				return fmt.Errorf("send heartbeat: %w", err)
 			}
+			lastSent = time.Now()
 		case <-ctx.Done():
 		}
 	}
 	return nil
+}
+
+// mayRefresh rate-limits the rereads of pairings that unknown callers cause.
+func (n *Node) mayRefresh() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if time.Since(n.lastRefresh) < 500*time.Millisecond {
+		return false
+	}
+	n.lastRefresh = time.Now()
+	return true
 }
 
 func (n *Node) setFlag(p *peer, f *bool, v bool) {

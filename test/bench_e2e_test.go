@@ -49,7 +49,11 @@ func TestBenchSmoke(t *testing.T) {
 		{"New connection (TLS + Get)", false},
 	}
 	rows := map[string][]string{} // "op/clients" -> cells
-	for _, line := range strings.Split(md, "\n") {
+	main, mirror, ok := strings.Cut(md, "### Mirroring")
+	if !ok {
+		t.Fatalf("report has no mirroring section:\n%s", md)
+	}
+	for _, line := range strings.Split(main, "\n") {
 		if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "| operation ") {
 			continue
 		}
@@ -94,7 +98,25 @@ func TestBenchSmoke(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"- PyKMIP: skipped\n", "- raw PKCS#11: measured\n", "### Targets\n", "Create, 8 clients: "} {
+	// The mirroring figures: two paired appliances, Create with write_ack local
+	// and all, and the replication lag the receiver measured.
+	for _, prefix := range []string{"| Create, write_ack=local ", "| Create, write_ack=all ", "| replication lag p50 / p99 "} {
+		found := false
+		for _, line := range strings.Split(mirror, "\n") {
+			if strings.HasPrefix(line, prefix) {
+				found = true
+				cells := strings.Split(strings.Trim(line, "| "), " | ")
+				if len(cells) != 2 || !strings.Contains(cells[1], " ms") || strings.HasPrefix(cells[1], "0,") || strings.HasPrefix(cells[1], "0 ms /") {
+					t.Errorf("mirror row %q: want a rate and milliseconds", line)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("mirroring section lacks %q:\n%s", prefix, mirror)
+		}
+	}
+	for _, want := range []string{"- PyKMIP: skipped\n", "- raw PKCS#11: measured\n", "### Targets\n", "Create, 8 clients: ",
+		"mirror replication lag under sustained Create", "Create with write_ack=all: "} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
