@@ -139,6 +139,9 @@ func (tx *Tx) Create(o *Object) error {
 
 // insert adds o with revision rev.
 func (tx *Tx) insert(o *Object, rev Rev) error {
+	if err := tx.checkRoom(); err != nil {
+		return fmt.Errorf("create object %q: %w", o.ID, err)
+	}
 	args := append([]any{o.ID}, o.fields()...)
 	args = append(args, rev.Clock, rev.Origin, rev.LifeClock, rev.LifeOrigin, rev.GrantClock, rev.GrantOrigin, rev.MSeq)
 	res, err := tx.q.ExecContext(tx.ctx, `INSERT INTO objects (

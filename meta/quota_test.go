@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +80,39 @@ func TestQuota(t *testing.T) {
 	defer s.Close()
 	if err := s.wconn.QueryRowContext(t.Context(), "PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
 		t.Errorf("integrity_check = %q, %v", ok, err)
+	}
+}
+
+// TestQuotaKeepsRoomForAudit: when objects fill the quota, the audit trail
+// can still record (the failures among others): the object insert fails
+// first, before anything commits.
+func TestQuotaKeepsRoomForAudit(t *testing.T) {
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "meta.db"), Options{Audit: testChainer, MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	name := strings.Repeat("n", 500)
+	var i int
+	for ; ; i++ {
+		if i == 10000 {
+			t.Fatal("10000 objects fit in 1 MiB")
+		}
+		err := s.Update(t.Context(), func(tx *Tx) error {
+			return tx.Create(&Object{ID: fmt.Sprint("o", i), Attrs: []Attr{{Name: "Name", Value: []byte(name)}}})
+		})
+		if errors.Is(err, ErrFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for j := range 100 {
+		if err := s.Update(t.Context(), func(tx *Tx) error {
+			return tx.AppendAudit(AuditRecord{Kind: AuditKMIP, Operation: "Create", Status: "OperationFailed", Message: fmt.Sprint("full ", j)})
+		}); err != nil {
+			t.Fatalf("audit record %d after the store filled with %d objects: %v", j, i, err)
+		}
 	}
 }

@@ -64,6 +64,7 @@ type Store struct {
 	batches  atomic.Int64 // committed or failed batches, for tests and stats
 	calls    atomic.Int64 // Update functions run
 	onCommit func(d time.Duration, n int)
+	room     int64 // pages objects may fill; 0: no quota (quota.go)
 }
 
 // Open opens (creating if needed) the database at path and migrates it to
@@ -165,7 +166,7 @@ func (s *Store) openWriter(ctx context.Context, abs string, maxSize int64) (int,
 		_ = conn.Close()
 		return 0, fmt.Errorf("migrate %q: %w", abs, err)
 	}
-	if err := setQuota(ctx, conn, maxSize, s.log); err != nil {
+	if s.room, err = setQuota(ctx, conn, maxSize, s.log); err != nil {
 		_ = conn.Close()
 		return 0, fmt.Errorf("set quota of %q: %w", abs, err)
 	}
@@ -375,7 +376,7 @@ func (s *Store) runOne(ctx context.Context, fn func(*Tx) error) (out outcome, ca
 		err = fmt.Errorf("open savepoint: %w", dbErr(err))
 		return outcome{err: err}, err
 	}
-	tx := &Tx{ctx: ctx, q: s.wconn, writable: true, audit: s.audit}
+	tx := &Tx{ctx: ctx, q: s.wconn, writable: true, audit: s.audit, room: s.room}
 	out = s.call(tx, fn)
 	end := "RELEASE fn"
 	if out.err != nil || out.panicked {

@@ -22,6 +22,8 @@ type Tx struct {
 	err error
 	// self caches ApplianceID for the transaction.
 	self string
+	// room is the page count object writes may reach (0: unlimited).
+	room int64
 }
 
 // querier is what *sql.Conn (writer) and *sql.Tx (reader) have in common.
