@@ -181,6 +181,26 @@ WHERE object_seq IN `+in+` ORDER BY object_seq, name, idx`, args...)
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, fmt.Errorf("read journal attributes: %w", tx.dbErr(err))
 	}
+	rows, err = tx.q.QueryContext(tx.ctx, `SELECT object_seq, name, clock, origin FROM attr_revs
+WHERE object_seq IN `+in+` ORDER BY object_seq, name`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read journal attribute revisions: %w", tx.dbErr(err))
+	}
+	for rows.Next() {
+		var (
+			seq int64
+			r   AttrRev
+		)
+		if err := rows.Scan(&seq, &r.Name, &r.Clock, &r.Origin); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read journal attribute revisions: %w", tx.dbErr(err))
+		}
+		c := bySeq[seq]
+		c.Object.AttrRevs = append(c.Object.AttrRevs, r)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("read journal attribute revisions: %w", tx.dbErr(err))
+	}
 	rows, err = tx.q.QueryContext(tx.ctx, `SELECT object_seq, identity FROM grants
 WHERE object_seq IN `+in+` ORDER BY object_seq, identity`, args...)
 	if err != nil {
@@ -276,14 +296,47 @@ func (tx *Tx) Apply(o *Object, grants []string) (Rev, error) {
 	if err := tx.setGrants(seq, grants); err != nil {
 		return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, err)
 	}
+	if _, err := tx.q.ExecContext(tx.ctx, `DELETE FROM attr_revs WHERE object_seq = ?`, seq); err != nil {
+		return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, tx.dbErr(err))
+	}
+	for _, r := range o.AttrRevs {
+		if _, err := tx.q.ExecContext(tx.ctx, `INSERT INTO attr_revs (object_seq, name, clock, origin) VALUES (?, ?, ?, ?)`,
+			seq, r.Name, r.Clock, r.Origin); err != nil {
+			return Rev{}, fmt.Errorf("apply object %q: %w", o.ID, tx.dbErr(err))
+		}
+	}
 	o.Rev = rev
 	return rev, nil
 }
 
-// RevEntry is an object's identity and revision, for anti-entropy digests.
+// AttrRevs returns the attribute revisions of object id, by name.
+func (tx *Tx) AttrRevs(id string) ([]AttrRev, error) {
+	rows, err := tx.q.QueryContext(tx.ctx, `SELECT name, clock, origin FROM attr_revs
+WHERE object_seq = (SELECT seq FROM objects WHERE id = ?) ORDER BY name`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read attribute revisions of %q: %w", id, tx.dbErr(err))
+	}
+	defer rows.Close()
+	var out []AttrRev
+	for rows.Next() {
+		var r AttrRev
+		if err := rows.Scan(&r.Name, &r.Clock, &r.Origin); err != nil {
+			return nil, fmt.Errorf("read attribute revisions of %q: %w", id, tx.dbErr(err))
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read attribute revisions of %q: %w", id, tx.dbErr(err))
+	}
+	return out, nil
+}
+
+// RevEntry is an object's identity and revisions, for anti-entropy digests.
 type RevEntry struct {
 	ID  string
 	Rev Rev
+	// Attrs lists its attribute revisions, "name:clock:origin" joined by ",".
+	Attrs string
 }
 
 // Revisions returns every object's ID and revision in ID order.
@@ -291,8 +344,10 @@ func (tx *Tx) Revisions() ([]RevEntry, error) {
 	if err := tx.usable(false); err != nil {
 		return nil, fmt.Errorf("read revisions: %w", err)
 	}
-	rows, err := tx.q.QueryContext(tx.ctx, `SELECT id, rev_clock, rev_origin, life_clock, life_origin, grant_clock, grant_origin, mseq
-FROM objects ORDER BY id`)
+	rows, err := tx.q.QueryContext(tx.ctx, `SELECT id, rev_clock, rev_origin, life_clock, life_origin, grant_clock, grant_origin, mseq,
+	COALESCE((SELECT group_concat(name || ':' || clock || ':' || origin, ',')
+		FROM (SELECT name, clock, origin FROM attr_revs WHERE object_seq = o.seq ORDER BY name)), '')
+FROM objects o ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("read revisions: %w", tx.dbErr(err))
 	}
@@ -301,7 +356,7 @@ FROM objects ORDER BY id`)
 	for rows.Next() {
 		var e RevEntry
 		if err := rows.Scan(&e.ID, &e.Rev.Clock, &e.Rev.Origin, &e.Rev.LifeClock, &e.Rev.LifeOrigin,
-			&e.Rev.GrantClock, &e.Rev.GrantOrigin, &e.Rev.MSeq); err != nil {
+			&e.Rev.GrantClock, &e.Rev.GrantOrigin, &e.Rev.MSeq, &e.Attrs); err != nil {
 			return nil, fmt.Errorf("read revisions: %w", tx.dbErr(err))
 		}
 		out = append(out, e)

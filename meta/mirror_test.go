@@ -52,6 +52,20 @@ func TestRevisions(t *testing.T) {
 			t.Errorf("%s: lifecycle revision moved %v, want %v", st.name, moved, st.lifeMove)
 		}
 	}
+	// Put records which attribute names it changed, at its clock.
+	var revs []AttrRev
+	mustView(t, s, func(tx *Tx) (err error) { revs, err = tx.AttrRevs("a"); return err })
+	if len(revs) != 1 || revs[0].Name != "Name" || revs[0].Origin != a0.Rev.Origin || revs[0].Clock <= a0.Rev.Clock {
+		t.Errorf("attribute revisions after the steps: %+v", revs)
+	}
+	nameRev := revs[0]
+	o := getObj(t, s, "a")
+	o.Attrs = nil // delete Name: a newer revision without instances
+	mustUpdate(t, s, func(tx *Tx) error { return tx.Put(o) })
+	mustView(t, s, func(tx *Tx) (err error) { revs, err = tx.AttrRevs("a"); return err })
+	if len(revs) != 1 || revs[0].Clock <= nameRev.Clock {
+		t.Errorf("deleting Name: revisions %+v", revs)
+	}
 	// Grants have their own revision: a grant or revoke advances only it.
 	for _, change := range []func(tx *Tx) error{
 		func(tx *Tx) error { return tx.Grant("b", "carol") },
@@ -84,7 +98,8 @@ func TestJournalAndApply(t *testing.T) {
 	}
 	// A peer's version is stored with its revision, at a new journal position.
 	peer := &Object{ID: "p", State: 2, Wrapped: []byte{9},
-		Rev: Rev{Clock: 1 << 60, Origin: "peer", LifeClock: 5, LifeOrigin: "peer"}}
+		Rev:      Rev{Clock: 1 << 60, Origin: "peer", LifeClock: 5, LifeOrigin: "peer"},
+		AttrRevs: []AttrRev{{Name: "Name", Clock: 1 << 59, Origin: "peer"}}}
 	var rev Rev
 	mustUpdate(t, s, func(tx *Tx) (err error) { rev, err = tx.Apply(peer, []string{"dave"}); return err })
 	got := getObj(t, s, "p")
@@ -111,6 +126,7 @@ func TestJournalAndApply(t *testing.T) {
 			return err
 		}
 		if len(cs) != 2 || cs[0].Object.ID != "p" || !slices.Equal(cs[0].Grants, []string{"dave"}) ||
+			len(cs[0].Object.AttrRevs) != 1 || cs[0].Object.AttrRevs[0].Clock != 1<<59 ||
 			cs[1].Object.ID != "b" || len(cs[1].Object.Attrs) != 1 {
 			t.Errorf("journal tail %+v", cs)
 		}

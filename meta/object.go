@@ -1,9 +1,11 @@
 package meta
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -42,6 +44,17 @@ type Object struct {
 	// Rev is the object's mirroring revision. Create and Put set it (the
 	// caller's value is ignored); Apply stores a peer's as given.
 	Rev Rev
+	// AttrRevs are the revisions of the attributes writes changed or
+	// deleted, by name. Journal reads (Changes, ObjectsByID) and AttrRevs
+	// fill them, Put maintains them, Apply stores a peer's as given.
+	AttrRevs []AttrRev `json:",omitempty"`
+}
+
+// AttrRev is the revision of one attribute name of an object.
+type AttrRev struct {
+	Name   string
+	Clock  int64
+	Origin string
 }
 
 // objectCols is the column list shared by every object SELECT and scanObject.
@@ -199,11 +212,64 @@ func (tx *Tx) Put(o *Object) error {
 	if !SameLifecycle(old, o) {
 		rev.LifeClock, rev.LifeOrigin = rev.Clock, rev.Origin
 	}
+	oldAttrs, err := tx.attrsOf(seq)
+	if err != nil {
+		return fmt.Errorf("put object %q: %w", o.ID, err)
+	}
 	if err := tx.update(seq, o, rev); err != nil {
 		return fmt.Errorf("put object %q: %w", o.ID, err)
 	}
+	for _, name := range changedNames(oldAttrs, o.Attrs) {
+		if _, err := tx.q.ExecContext(tx.ctx, `INSERT INTO attr_revs (object_seq, name, clock, origin) VALUES (?, ?, ?, ?)
+ON CONFLICT (object_seq, name) DO UPDATE SET clock = excluded.clock, origin = excluded.origin`,
+			seq, name, rev.Clock, rev.Origin); err != nil {
+			return fmt.Errorf("put object %q: %w", o.ID, tx.dbErr(err))
+		}
+	}
 	o.Rev = rev
 	return nil
+}
+
+// attrsOf reads the attributes of object seq.
+func (tx *Tx) attrsOf(seq int64) ([]Attr, error) {
+	o := &Object{}
+	if err := tx.loadAttrs(map[int64]*Object{seq: o}, seq, seq); err != nil {
+		return nil, err
+	}
+	return o.Attrs, nil
+}
+
+// changedNames returns the attribute names whose instances differ between
+// before and after (added, changed, deleted), sorted.
+func changedNames(before, after []Attr) []string {
+	group := func(as []Attr) map[string][]Attr {
+		m := make(map[string][]Attr)
+		for _, a := range as {
+			m[a.Name] = append(m[a.Name], a)
+		}
+		for _, v := range m {
+			slices.SortFunc(v, func(x, y Attr) int { return x.Index - y.Index })
+		}
+		return m
+	}
+	b, a := group(before), group(after)
+	var out []string
+	for name, bv := range b {
+		if !slices.EqualFunc(bv, a[name], sameAttr) {
+			out = append(out, name)
+		}
+	}
+	for name := range a {
+		if _, ok := b[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sameAttr(x, y Attr) bool {
+	return x.Name == y.Name && x.Index == y.Index && bytes.Equal(x.Value, y.Value)
 }
 
 // update overwrites row seq with o at revision rev.

@@ -18,8 +18,10 @@
 // the master key to the pair KEK (and on arrival back to the master), never
 // in plaintext; entries a peer wrote itself are not echoed back.
 //
-// Merge (merge.go) is a join: attributes and grants come from the version
-// with the greater (clock, origin), the lifecycle from the version further
+// Merge (merge.go) is a join: the object's own fields, each attribute name
+// (meta.AttrRev; deletions included) and the grants each come from the
+// version whose write of them has the greater (clock, origin); the
+// lifecycle from the version further
 // along Pre-Active < Active < Deactivated < Compromised < Destroyed <
 // Destroyed Compromised, ties by clock and origin; a Destroy concurrent with
 // a Compromise gives Destroyed Compromised under a new revision. Destroyed

@@ -1,7 +1,9 @@
 package mirror
 
 import (
+	"bytes"
 	"slices"
+	"strings"
 
 	"github.com/gemalto/kmip-go/kmip14"
 
@@ -70,6 +72,64 @@ func attrsAfter(a, b *meta.Object) bool {
 	return a.Rev.Origin > b.Rev.Origin
 }
 
+// attrRev is the revision of attribute name in o: zero when no write
+// changed it since the object was created.
+func attrRev(o *meta.Object, name string) meta.AttrRev {
+	for _, r := range o.AttrRevs {
+		if r.Name == name {
+			return r
+		}
+	}
+	return meta.AttrRev{Name: name}
+}
+
+// mergeAttrs merges the attributes name by name: each name's instances come
+// from the side whose write of that name is later (clock, then origin), so
+// concurrent changes of different attributes both survive, and a deletion
+// (a revision without instances) wins over an older value.
+func mergeAttrs(l, r *meta.Object) ([]meta.Attr, []meta.AttrRev) {
+	names := map[string]bool{}
+	for _, o := range []*meta.Object{l, r} {
+		for _, a := range o.Attrs {
+			names[a.Name] = true
+		}
+		for _, ar := range o.AttrRevs {
+			names[ar.Name] = true
+		}
+	}
+	var (
+		attrs []meta.Attr
+		revs  []meta.AttrRev
+	)
+	for name := range names {
+		lr, rr := attrRev(l, name), attrRev(r, name)
+		from, rev := l, lr
+		if rr.Clock > lr.Clock || (rr.Clock == lr.Clock && rr.Origin > lr.Origin) {
+			from, rev = r, rr
+		}
+		for _, a := range from.Attrs {
+			if a.Name == name {
+				attrs = append(attrs, a)
+			}
+		}
+		if rev.Clock != 0 || rev.Origin != "" {
+			revs = append(revs, rev)
+		}
+	}
+	slices.SortFunc(attrs, func(a, b meta.Attr) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return a.Index - b.Index
+	})
+	slices.SortFunc(revs, func(a, b meta.AttrRev) int { return strings.Compare(a.Name, b.Name) })
+	return attrs, revs
+}
+
+func sameAttr(a, b meta.Attr) bool {
+	return a.Name == b.Name && a.Index == b.Index && bytes.Equal(a.Value, b.Value)
+}
+
 // version is one appliance's copy of an object with its grants.
 type version struct {
 	o      *meta.Object
@@ -78,8 +138,9 @@ type version struct {
 
 // merge combines the local version (nil when the object is new here) with a
 // peer's. The result does not depend on the order versions arrive in: the
-// attributes and the grants each come from their last writer, the lifecycle
-// from the version furthest along it. Material is the local blob when there is one,
+// object's own fields come from its last writer, each attribute name from
+// the last writer of that name, the grants from their last writer, the
+// lifecycle from the version furthest along it. Material is the local blob when there is one,
 // else the remote's (which the caller has rewrapped for this token), and
 // none once destroyed. fresh means the merge made a lifecycle no version
 // had (a Destroy concurrent with a Compromise gives Destroyed Compromised),
@@ -107,6 +168,7 @@ func merge(local *version, remote version) (out version, fresh, changed bool) {
 		lw, other = r, l
 	}
 	cp := *aw
+	cp.Attrs, cp.AttrRevs = mergeAttrs(l, r)
 	cp.State, cp.Activation, cp.Deactivation = lw.State, lw.Activation, lw.Deactivation
 	cp.Destroyed, cp.Compromise, cp.CompromiseOccurrence = lw.Destroyed, lw.Compromise, lw.CompromiseOccurrence
 	cp.RevocationReason, cp.RevocationMessage = lw.RevocationReason, lw.RevocationMessage
@@ -127,6 +189,7 @@ func merge(local *version, remote version) (out version, fresh, changed bool) {
 	}
 	cp.Rev.MSeq = l.Rev.MSeq
 	changed = fresh || cp.Rev != l.Rev || (cp.Wrapped == nil) != (l.Wrapped == nil) ||
-		!slices.Equal(grants, local.grants)
+		!slices.Equal(grants, local.grants) || !slices.Equal(cp.AttrRevs, l.AttrRevs) ||
+		!slices.EqualFunc(cp.Attrs, l.Attrs, sameAttr)
 	return version{o: &cp, grants: grants}, fresh, changed
 }

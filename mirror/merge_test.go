@@ -15,6 +15,8 @@ import (
 func obj(state kmip14.State, clock, life int64, origin string, name string) *meta.Object {
 	o := &meta.Object{ID: "k", State: uint32(state), Wrapped: []byte{1, 2, 3}, KEK: "m",
 		Attrs: []meta.Attr{{Name: "Name", Value: []byte(name)}},
+		// The write at clock set this Name.
+		AttrRevs: []meta.AttrRev{{Name: "Name", Clock: clock, Origin: origin}},
 		Rev:   meta.Rev{Clock: clock, Origin: origin, LifeClock: life, LifeOrigin: origin, GrantClock: life, GrantOrigin: origin}}
 	if state == kmip14.StateDestroyed || state == kmip14.StateDestroyedCompromised {
 		o.Wrapped = nil
@@ -85,6 +87,33 @@ func TestMergeGrants(t *testing.T) {
 	}
 	if len(out.grants) != 0 || out.o.Rev.GrantClock != 6 {
 		t.Errorf("grants %v (revision %d): the revoked grant came back", out.grants, out.o.Rev.GrantClock)
+	}
+}
+
+// TestMergeAttributesByName: concurrent changes of different attributes on
+// two appliances both survive; a deletion newer than a value wins.
+func TestMergeAttributesByName(t *testing.T) {
+	base := func(clock int64, origin string) *meta.Object {
+		return &meta.Object{ID: "k", State: uint32(kmip14.StateActive), Wrapped: []byte{1},
+			Rev: meta.Rev{Clock: clock, Origin: origin, LifeClock: 1, LifeOrigin: "a", GrantClock: 1, GrantOrigin: "a"}}
+	}
+	// Both start from {Name: n0, Contact: c0}. A changes Contact at 5; B, later,
+	// changes Name at 7 and deletes Description (set at 2 on both).
+	a := base(5, "a")
+	a.Attrs = []meta.Attr{{Name: "Contact", Value: []byte("c-a")}, {Name: "Description", Value: []byte("d")}, {Name: "Name", Value: []byte("n0")}}
+	a.AttrRevs = []meta.AttrRev{{Name: "Contact", Clock: 5, Origin: "a"}, {Name: "Description", Clock: 2, Origin: "a"}}
+	b := base(7, "b")
+	b.Attrs = []meta.Attr{{Name: "Contact", Value: []byte("c0")}, {Name: "Name", Value: []byte("n-b")}}
+	b.AttrRevs = []meta.AttrRev{{Name: "Description", Clock: 7, Origin: "b"}, {Name: "Name", Clock: 7, Origin: "b"}}
+	for _, order := range [][2]*meta.Object{{a, b}, {b, a}} {
+		out, _, _ := merge(&version{o: order[0]}, version{o: order[1]})
+		want := []meta.Attr{{Name: "Contact", Value: []byte("c-a")}, {Name: "Name", Value: []byte("n-b")}}
+		if !reflect.DeepEqual(out.o.Attrs, want) {
+			t.Errorf("merged attributes %+v, want %+v", out.o.Attrs, want)
+		}
+		if out.o.Rev.Clock != 7 || len(out.o.AttrRevs) != 3 {
+			t.Errorf("merged revisions %+v %+v", out.o.Rev, out.o.AttrRevs)
+		}
 	}
 }
 

@@ -175,6 +175,9 @@ func (n *Node) apply(ctx context.Context, p *peer, es []entry, through int64, mo
 				if err != nil {
 					return err
 				}
+				if local.AttrRevs, err = tx.AttrRevs(id); err != nil {
+					return err
+				}
 				lv = &version{o: local, grants: g}
 			}
 			out, newLife, changed := merge(lv, version{o: e.Object, grants: e.Grants})

@@ -254,8 +254,8 @@ func (n *Node) digests(ctx context.Context) ([]string, []meta.RevEntry, error) {
 		hs[i] = sha256.New()
 	}
 	for _, e := range revs {
-		fmt.Fprintf(hs[bucketOf(e.ID)], "%q %d %q %d %q %d %q\n", e.ID, e.Rev.Clock, e.Rev.Origin,
-			e.Rev.LifeClock, e.Rev.LifeOrigin, e.Rev.GrantClock, e.Rev.GrantOrigin)
+		fmt.Fprintf(hs[bucketOf(e.ID)], "%q %d %q %d %q %d %q %q\n", e.ID, e.Rev.Clock, e.Rev.Origin,
+			e.Rev.LifeClock, e.Rev.LifeOrigin, e.Rev.GrantClock, e.Rev.GrantOrigin, e.Attrs)
 	}
 	out := make([]string, buckets)
 	for i, h := range hs {

@@ -191,6 +191,9 @@ func TestMirrorConflictsConverge(t *testing.T) {
 		if i%2 == 0 {
 			sb.ok(kmip14.OperationDeleteAttribute, framework.UID(id), msg.Text(kmip14.TagAttributeName, "Contact Information"))
 		}
+		// Different attributes changed on each side both survive the merge.
+		sa.ok(kmip14.OperationAddAttribute, framework.UID(id), framework.Attr("x-from-a", msg.Text(0, "a")))
+		sb.ok(kmip14.OperationAddAttribute, framework.UID(id), framework.Attr("x-from-b", msg.Text(0, "b")))
 	}
 	for _, id := range actRev {
 		sa.ok(kmip14.OperationActivate, framework.UID(id))
@@ -312,6 +315,11 @@ func TestMirrorConflictsConverge(t *testing.T) {
 		na, nb := attrText(t, sa, id, "Name"), attrText(t, sb, id, "Name")
 		if na != nb || (na != fmt.Sprintf("renamed-on-a-%d", i) && na != fmt.Sprintf("renamed-on-b-%d", i)) {
 			t.Errorf("%s: Name %q on a, %q on b: want one writer's name on both", id, na, nb)
+		}
+		for _, sess := range []*kmipSession{sa, sb} {
+			if xa, xb := attrText(t, sess, id, "x-from-a"), attrText(t, sess, id, "x-from-b"); xa != "a" || xb != "b" {
+				t.Errorf("%s: x-from-a %q, x-from-b %q: want both concurrent additions kept", id, xa, xb)
+			}
 		}
 	}
 	// The grants made on A alone (nobody else touched those objects) reached B.

@@ -21,6 +21,18 @@ CREATE INDEX objects_rev_clock ON objects (rev_clock);
 CREATE INDEX objects_life_clock ON objects (life_clock);
 CREATE INDEX objects_grant_clock ON objects (grant_clock);
 
+-- The revision of each attribute (by name) an object's writes changed or
+-- deleted, so that concurrent changes of different attributes on two
+-- appliances both survive the merge. A name without a row has the zero
+-- revision: it is as the object was created.
+CREATE TABLE attr_revs (
+    object_seq INTEGER NOT NULL REFERENCES objects (seq) ON DELETE CASCADE,
+    name       TEXT    NOT NULL,
+    clock      INTEGER NOT NULL,
+    origin     TEXT    NOT NULL,
+    PRIMARY KEY (object_seq, name)
+) STRICT, WITHOUT ROWID;
+
 -- Small appliance-wide values. appliance_id names this database among its
 -- mirror peers; it is random so that two fresh appliances never collide.
 CREATE TABLE settings (
