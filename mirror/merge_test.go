@@ -17,7 +17,7 @@ func obj(state kmip14.State, clock, life int64, origin string, name string) *met
 		Attrs: []meta.Attr{{Name: "Name", Value: []byte(name)}},
 		// The write at clock set this Name.
 		AttrRevs: []meta.AttrRev{{Name: "Name", Clock: clock, Origin: origin}},
-		Rev:   meta.Rev{Clock: clock, Origin: origin, LifeClock: life, LifeOrigin: origin, GrantClock: life, GrantOrigin: origin}}
+		Rev:      meta.Rev{Clock: clock, Origin: origin, LifeClock: life, LifeOrigin: origin, GrantClock: life, GrantOrigin: origin}}
 	if state == kmip14.StateDestroyed || state == kmip14.StateDestroyedCompromised {
 		o.Wrapped = nil
 		o.Destroyed = time.Unix(life, 0).UTC()
