@@ -52,23 +52,9 @@ func (t *Token) findLabelled(sh pkcs11.SessionHandle, prefix string) (map[string
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 	}
-	if err := t.p11.FindObjectsInit(sh, tmpl); err != nil {
-		return nil, fmt.Errorf("find keys %s*: %w", prefix, mapErr(err, opOther))
-	}
-	var all []pkcs11.ObjectHandle
-	for {
-		hs, _, err := t.p11.FindObjects(sh, 64)
-		if err != nil {
-			t.p11.FindObjectsFinal(sh)
-			return nil, fmt.Errorf("find keys %s*: %w", prefix, mapErr(err, opOther))
-		}
-		if len(hs) == 0 {
-			break
-		}
-		all = append(all, hs...)
-	}
-	if err := t.p11.FindObjectsFinal(sh); err != nil {
-		return nil, fmt.Errorf("find keys %s*: %w", prefix, mapErr(err, opOther))
+	all, err := t.findAll(sh, tmpl, "keys "+prefix+"*")
+	if err != nil {
+		return nil, err
 	}
 	found := make(map[string]pkcs11.ObjectHandle)
 	for _, h := range all {
@@ -84,6 +70,29 @@ func (t *Token) findLabelled(sh pkcs11.SessionHandle, prefix string) (map[string
 		}
 	}
 	return found, nil
+}
+
+// findAll returns every object matching tmpl on sh; what names them in errors.
+func (t *Token) findAll(sh pkcs11.SessionHandle, tmpl []*pkcs11.Attribute, what string) ([]pkcs11.ObjectHandle, error) {
+	if err := t.p11.FindObjectsInit(sh, tmpl); err != nil {
+		return nil, fmt.Errorf("find %s: %w", what, mapErr(err, opOther))
+	}
+	var all []pkcs11.ObjectHandle
+	for {
+		hs, _, err := t.p11.FindObjects(sh, 64)
+		if err != nil {
+			t.p11.FindObjectsFinal(sh)
+			return nil, fmt.Errorf("find %s: %w", what, mapErr(err, opOther))
+		}
+		if len(hs) == 0 {
+			break
+		}
+		all = append(all, hs...)
+	}
+	if err := t.p11.FindObjectsFinal(sh); err != nil {
+		return nil, fmt.Errorf("find %s: %w", what, mapErr(err, opOther))
+	}
+	return all, nil
 }
 
 // kekHandle resolves a KEK label (a master or a backup KEK) to its handle.

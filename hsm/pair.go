@@ -484,23 +484,5 @@ func (t *Token) findObjects(sh pkcs11.SessionHandle, class uint, label string) (
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 	}
-	if err := t.p11.FindObjectsInit(sh, tmpl); err != nil {
-		return nil, fmt.Errorf("find %s: %w", label, mapErr(err, opOther))
-	}
-	var all []pkcs11.ObjectHandle
-	for {
-		hs, _, err := t.p11.FindObjects(sh, 16)
-		if err != nil {
-			t.p11.FindObjectsFinal(sh)
-			return nil, fmt.Errorf("find %s: %w", label, mapErr(err, opOther))
-		}
-		if len(hs) == 0 {
-			break
-		}
-		all = append(all, hs...)
-	}
-	if err := t.p11.FindObjectsFinal(sh); err != nil {
-		return nil, fmt.Errorf("find %s: %w", label, mapErr(err, opOther))
-	}
-	return all, nil
+	return t.findAll(sh, tmpl, label)
 }

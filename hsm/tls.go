@@ -163,20 +163,9 @@ func (k *tlsSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) (si
 
 // findTLSObject returns the token object of class labelled label.
 func (t *Token) findTLSObject(sh pkcs11.SessionHandle, class uint, label string) (pkcs11.ObjectHandle, error) {
-	tmpl := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-	}
-	if err := t.p11.FindObjectsInit(sh, tmpl); err != nil {
-		return 0, fmt.Errorf("find %s: %w", label, mapErr(err, opOther))
-	}
-	hs, _, err := t.p11.FindObjects(sh, 2)
-	if ferr := t.p11.FindObjectsFinal(sh); err == nil {
-		err = ferr
-	}
+	hs, err := t.findObjects(sh, class, label)
 	if err != nil {
-		return 0, fmt.Errorf("find %s: %w", label, mapErr(err, opOther))
+		return 0, err
 	}
 	switch len(hs) {
 	case 0:
