@@ -69,6 +69,7 @@ test: deps
 	$(GO) run $(STATICCHECK) ./...
 	HSMKMS_REQUIRE_SOFTHSM=1 $(GO) test -race -count=1 ./...
 	@$(MAKE) --no-print-directory e2e
+	@$(MAKE) --no-print-directory e2e-race
 
 ## e2e: end-to-end suites in test/ (real processes and clients), if any exist yet
 e2e: build
@@ -78,6 +79,12 @@ e2e: build
 	else \
 		echo "no end-to-end suites in test/ yet"; \
 	fi
+
+## e2e-race: the mirroring suites against a server built with -race (its state is shared
+## between streams, pullers and KMIP requests, which only real processes exercise)
+e2e-race: go-toolchain
+	$(GO) build -race -o bin/hsmkms-race ./cmd/hsmkms
+	HSMKMS_BIN=$(CURDIR)/bin/hsmkms-race $(GO) test -tags 'e2e cse' -count=1 -timeout 30m -run 'TestMirror' ./test/
 
 ## bench: measure the appliance (see README, Performance)
 bench: deps build

@@ -102,7 +102,13 @@ func (a *Appliance) Serve(t testing.TB) {
 		a.Server = p
 		err := WaitForPort(a.Addr, p, StartTimeout)
 		if err == nil {
-			t.Cleanup(func() { a.Server.Stop(StopTimeout) })
+			t.Cleanup(func() {
+				a.Server.Stop(StopTimeout)
+				// A server built with -race (make e2e-race) reports races in its log.
+				if strings.Contains(a.Server.Logs(), "WARNING: DATA RACE") {
+					t.Errorf("hsmkms serve %s hit a data race:\n%s", filepath.Base(a.Dir), a.Server.Logs())
+				}
+			})
 			return
 		}
 		if attempt < 3 && strings.Contains(p.Logs(), "address already in use") {
