@@ -44,5 +44,6 @@
 // ECDH (hsm.Token.DerivePairKEK). The listener accepts a connection only
 // from a pinned key whose appliance id matches; others are refused and
 // logged. Peers exchange client CAs at pairing so that KMIP clients can
-// fail over between appliances.
+// fail over between appliances, and share their certificate revocation
+// lists on the streams (a union: a peer never takes a revocation back).
 package mirror

@@ -36,6 +36,13 @@ var (
 	_ Store = (*meta.Store)(nil)
 )
 
+// Revocations is a revocation list of client certificate serials (hex).
+type Revocations interface {
+	List() ([]string, error)
+	// Add adds serials and returns those that were not listed yet.
+	Add(serials []string) ([]string, error)
+}
+
 // AckMode is mirror.write_ack: how many peers must hold a new object before
 // Create or Register answers.
 type AckMode int
@@ -87,6 +94,10 @@ type Config struct {
 	AntiEntropy time.Duration
 	// KindOf tells which token key kind an object's material unwraps as.
 	KindOf func(*meta.Object) hsm.KeyKind
+	// Revocations, when set, is this appliance's client certificate
+	// revocation list, which peers share: each stream carries the sender's
+	// list when it changed, and the receiver adds what it lacks.
+	Revocations Revocations
 	// Audit records every page of peer changes applied here in the audit
 	// trail (the Store must have been opened with an audit chain).
 	Audit bool

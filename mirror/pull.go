@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hsmkms/hsmkms/hsm"
@@ -83,6 +84,10 @@ func (n *Node) pull(ctx context.Context, p *peer) error {
 			}
 			f.Entries = append(f.Entries, g.Entries...)
 			f.Through = max(f.Through, g.Through)
+			f.Revoked = append(f.Revoked, g.Revoked...)
+		}
+		if err := n.addRevocations(ctx, p, f.Revoked); err != nil {
+			return err
 		}
 		if len(f.Entries) > 0 || f.Through > cursor {
 			if err := n.apply(ctx, p, f.Entries, f.Through, true); err != nil {
@@ -98,6 +103,30 @@ func (n *Node) pull(ctx context.Context, p *peer) error {
 		}
 		n.note(p, nil)
 	}
+}
+
+// addRevocations adds the certificate serials p revoked that this appliance
+// does not refuse yet, and records them in the audit trail.
+func (n *Node) addRevocations(ctx context.Context, p *peer, serials []string) error {
+	if len(serials) == 0 || n.cfg.Revocations == nil {
+		return nil
+	}
+	added, err := n.cfg.Revocations.Add(serials)
+	if err != nil {
+		return fmt.Errorf("add certificate revocations from %s: %w", p.Addr, err)
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	n.log.Info("mirror: certificate revocations received", "peer", p.ID, "serials", added)
+	if !n.cfg.Audit {
+		return nil
+	}
+	return n.cfg.Store.Update(ctx, func(tx *meta.Tx) error {
+		return tx.AppendAudit(meta.AuditRecord{Kind: meta.AuditMirror, Actor: p.ID + " (" + p.Name + ")",
+			Fingerprint: p.SPKI, RemoteAddr: p.Addr, Operation: "mirror certificate revocation", Status: "Success",
+			Message: "client certificate serials now refused here: " + strings.Join(added, ", ")})
+	})
 }
 
 func (n *Node) cursor(ctx context.Context, id string) (int64, error) {

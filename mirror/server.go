@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hsmkms/hsmkms/hsm"
@@ -122,6 +124,7 @@ func (n *Node) stream(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufi
 	// turns: other commits (status rows, say) wake the loop every second and
 	// must not postpone the heartbeat forever.
 	lastSent := time.Now()
+	var rev revocationSender
 	for ctx.Err() == nil {
 		wait := n.changed()
 		es, through, err := n.outgoing(ctx, p, cursor)
@@ -135,7 +138,7 @@ func (n *Node) stream(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufi
 		}
 		if len(es) > 0 || through > cursor {
 			_ = c.SetWriteDeadline(time.Now().Add(silence))
-			if err := writeFrame(w, &frame{T: tChanges, Entries: es, Through: through}); err != nil {
+			if err := writeFrame(w, &frame{T: tChanges, Entries: es, Through: through, Revoked: rev.changed(n)}); err != nil {
 				return fmt.Errorf("send changes: %w", err)
 			}
 			cursor, lastSent = through, time.Now()
@@ -146,12 +149,39 @@ func (n *Node) stream(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufi
 		case <-time.After(heartbeat - time.Since(lastSent)):
 			// Also the poll for changes other processes (the CLI) committed.
 			_ = c.SetWriteDeadline(time.Now().Add(silence))
-			if err := writeFrame(w, &frame{T: tChanges, Through: cursor}); err != nil {
+			if err := writeFrame(w, &frame{T: tChanges, Through: cursor, Revoked: rev.changed(n)}); err != nil {
 				return fmt.Errorf("send heartbeat: %w", err)
 			}
 			lastSent = time.Now()
 		case <-ctx.Done():
 		}
+	}
+	return nil
+}
+
+// revocationSender attaches the revocation list to a stream's frames when it
+// changed since it was last sent (at most once a second: reading it costs a
+// file read).
+type revocationSender struct {
+	sent    string // digest of the list last sent
+	checked time.Time
+}
+
+func (r *revocationSender) changed(n *Node) []string {
+	if n.cfg.Revocations == nil || time.Since(r.checked) < heartbeat {
+		return nil
+	}
+	r.checked = time.Now()
+	list, err := n.cfg.Revocations.List()
+	if err != nil {
+		n.log.Warn("mirror: cannot read the revocation list to share it", "err", err)
+		return nil
+	}
+	slices.Sort(list)
+	sum := sha256.Sum256([]byte(strings.Join(list, "\n")))
+	if d := hex.EncodeToString(sum[:]); d != r.sent && len(list) > 0 {
+		r.sent = d
+		return list
 	}
 	return nil
 }

@@ -44,6 +44,10 @@ type frame struct {
 	Digests []string `json:"digests,omitempty"`
 	Buckets []int    `json:"buckets,omitempty"`
 	Error   string   `json:"error,omitempty"`
+	// Revoked lists the client certificate serials the sender refuses; it
+	// rides on stream frames when the sender's list changed (a union: a
+	// revocation is never taken back by a peer).
+	Revoked []string `json:"revoked,omitempty"`
 }
 
 // entry is a journal entry on the wire: the object's metadata and grants

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math/big"
 	"os"
 	"slices"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/hsmkms/hsmkms/cmd/internal/config"
+	"github.com/hsmkms/hsmkms/cmd/internal/pki"
 	"github.com/hsmkms/hsmkms/hsm"
 	"github.com/hsmkms/hsmkms/kmip/ops"
 	"github.com/hsmkms/hsmkms/meta"
@@ -393,4 +396,35 @@ func mirrorCABundle(c *cli.Context) error {
 		os.Stdout.Write(p.CAPEM)
 	}
 	return nil
+}
+
+// revocationFile is DIR/pki/revoked.txt as mirroring shares it with peers.
+type revocationFile string
+
+func (f revocationFile) List() ([]string, error) {
+	m, err := pki.ReadRevoked(string(f))
+	if err != nil {
+		return nil, err
+	}
+	return slices.Collect(maps.Keys(m)), nil
+}
+
+func (f revocationFile) Add(serials []string) ([]string, error) {
+	ns := make([]*big.Int, 0, len(serials))
+	for _, s := range serials {
+		n, err := pki.ParseSerial(s)
+		if err != nil {
+			return nil, err
+		}
+		ns = append(ns, n)
+	}
+	added, err := pki.Revoke(string(f), ns...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(added))
+	for i, n := range added {
+		out[i] = n.Text(16)
+	}
+	return out, nil
 }

@@ -17,7 +17,8 @@ func certsRevokeCommand() *cli.Command {
 		Description: "Adds the serials to DIR/pki/revoked.txt (mode 0600, replaced atomically). serve rereads the\n" +
 			"file when it changes, so no restart is needed. --name revokes every certificate this CA\n" +
 			"issued to NAME (as `certs list` shows them). Connections already open stay open until they\n" +
-			"close; restart serve to cut them at once.",
+			"close; restart serve to cut them at once. Mirrored appliances receive the revocation from\n" +
+			"this one's serve within seconds.",
 		Flags: []cli.Flag{
 			dirFlag(),
 			&cli.StringSliceFlag{Name: "serial", Usage: "`SERIAL` in hex, as `certs list` prints it (repeatable)"},

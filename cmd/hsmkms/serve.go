@@ -232,6 +232,7 @@ func startMirror(ctx context.Context, cfg *config.Config, log *slog.Logger, tok 
 		Cert: tlsCfg.Certificates[0], Name: mirrorName(cfg), Advertise: cfg.Mirror.AdvertiseAddr(),
 		WriteAck: ack, AckTimeout: cfg.Mirror.AckTimeout, AntiEntropy: cfg.Mirror.AntiEntropy,
 		KindOf: ops.MaterialKind, OnApply: invalidate, Audit: true,
+		Revocations: revocationFile(pkiFiles(cfg).Revoked),
 	})
 	if err := node.Load(ctx); err != nil {
 		return nil, withExit(exitStore, err)
