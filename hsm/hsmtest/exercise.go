@@ -60,7 +60,9 @@ func Exercise(t *testing.T, tok *hsm.Token) {
 					material[tc.n-1] = 0 // trailing zeros must survive the padding workaround
 				}
 				k := importKey(t, tok, tc.kind, "", material)
-				if bytes.Contains(k.Wrapped.Blob, material) {
+				// A short value turns up in any random-looking blob by chance (a
+				// 1-byte secret in one run of ten); from 8 bytes on it cannot.
+				if tc.n >= 8 && bytes.Contains(k.Wrapped.Blob, material) {
 					t.Errorf("wrapped blob contains the plaintext")
 				}
 				if k.Wrapped.KEK != hsm.MasterLabel {
