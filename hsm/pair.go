@@ -259,25 +259,10 @@ func identityPrivateTemplate() []*pkcs11.Attribute {
 	}
 }
 
-// pairKEKTemplate is a pair KEK: an AES-256 token key that only wraps and
-// unwraps and never leaves the token, like a master.
+// pairKEKTemplate is a pair KEK: a master-like AES-256 token key (it only
+// wraps and unwraps and never leaves the token) that also cannot derive.
 func pairKEKTemplate(label string) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(label)),
-	}
+	return append(masterTemplate(label), pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
 }
 
 // sharedSecretTemplate is the raw ECDH output: a session AES-256 key (the

@@ -380,13 +380,14 @@ func (n *Node) masterLabel(ctx context.Context) (string, error) {
 	return ms[len(ms)-1], nil
 }
 
-// lagWindow is how many replication lag samples a peer keeps for status.
-const lagWindow = 1024
+// LagWindow is how many replication lag samples a peer keeps: the p50 and
+// p99 of `mirror status` are over at most that many recent objects.
+const LagWindow = 1024
 
 func (n *Node) recordLag(p *peer, lag time.Duration) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if len(p.lags) >= lagWindow {
+	if len(p.lags) >= LagWindow {
 		p.lags = p.lags[1:]
 	}
 	p.lags = append(p.lags, lag)

@@ -71,7 +71,7 @@ func (n *Node) handle(ctx context.Context, c *tls.Conn) {
 	case tPull:
 		err = n.stream(ctx, c, r, w, p, f.Cursor)
 	case tDigests:
-		err = n.serveDigests(ctx, c, r, w)
+		err = n.serveDigests(ctx, c, r, w, p)
 	default:
 		err = fmt.Errorf("unexpected %q frame", f.T)
 	}
@@ -296,7 +296,7 @@ func (n *Node) digests(ctx context.Context) ([]string, []meta.RevEntry, error) {
 
 // serveDigests answers an anti-entropy exchange: the bucket digests, then
 // every object in the buckets the peer found different.
-func (n *Node) serveDigests(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufio.Writer) error {
+func (n *Node) serveDigests(ctx context.Context, c *tls.Conn, r *bufio.Reader, w *bufio.Writer, p *peer) error {
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
 	ds, revs, err := n.digests(ctx)
 	if err != nil {
@@ -319,10 +319,6 @@ func (n *Node) serveDigests(ctx context.Context, c *tls.Conn, r *bufio.Reader, w
 		if want[bucketOf(e.ID)] {
 			ids = append(ids, e.ID)
 		}
-	}
-	p := n.peerBySPKIConn(c)
-	if p == nil {
-		return fmt.Errorf("%w: peer unpaired meanwhile", ErrRefused)
 	}
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), pageSize)]
@@ -348,12 +344,4 @@ func (n *Node) serveDigests(ctx context.Context, c *tls.Conn, r *bufio.Reader, w
 		}
 	}
 	return writeFrame(w, &frame{T: tChanges, Through: -1}) // end of the repair
-}
-
-func (n *Node) peerBySPKIConn(c *tls.Conn) *peer {
-	spki, err := peerSPKI(c)
-	if err != nil {
-		return nil
-	}
-	return n.peerBySPKI(spki)
 }

@@ -101,20 +101,39 @@ func mirrorName(cfg *config.Config) string {
 	return h
 }
 
+// pairing is what invite and join work with: the appliance's token, audited
+// store and TLS identity.
+type pairing struct {
+	tok  *hsm.Token
+	st   *meta.Store
+	cert tls.Certificate
+}
+
+// openPairing opens them for cfg; release closes them.
+func openPairing(c *cli.Context, cfg *config.Config) (p pairing, release func(), err error) {
+	tok, st, release, err := openAudited(c.Context, cfg)
+	if err != nil {
+		return p, nil, err
+	}
+	cert, err := mirrorIdentity(c.Context, cfg, tok)
+	if err != nil {
+		release()
+		return p, nil, err
+	}
+	return pairing{tok: tok, st: st, cert: cert}, release, nil
+}
+
 func mirrorInvite(c *cli.Context) error {
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}
-	tok, st, release, err := openAudited(c.Context, cfg)
+	p, release, err := openPairing(c, cfg)
 	if err != nil {
 		return err
 	}
 	defer release()
-	cert, err := mirrorIdentity(c.Context, cfg, tok)
-	if err != nil {
-		return err
-	}
+	st, cert := p.st, p.cert
 	inv, err := mirror.Invite(c.Context, st, cert, cfg.Mirror.AdvertiseAddr(), c.Duration("ttl"))
 	if err != nil {
 		return err
@@ -149,15 +168,12 @@ func mirrorJoin(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	tok, st, release, err := openAudited(c.Context, cfg)
+	pr, release, err := openPairing(c, cfg)
 	if err != nil {
 		return err
 	}
 	defer release()
-	cert, err := mirrorIdentity(c.Context, cfg, tok)
-	if err != nil {
-		return err
-	}
+	tok, st, cert := pr.tok, pr.st, pr.cert
 	confirm := func(local, remote string) bool {
 		fmt.Fprintf(os.Stderr, "this appliance's key: %s\npeer %s at %s, key: %s\n", local, inv.ID, inv.Addr, remote)
 		if c.Bool("yes") {
@@ -340,8 +356,8 @@ func mirrorDigest(c *cli.Context) error {
 }
 
 // clientCAs returns the pool of CAs KMIP client certificates may chain to:
-// this appliance's own and, as pairings come and go, its peers'.
-func clientCAs(own *x509.CertPool, ownPEM []byte, node *mirror.Node) func() *x509.CertPool {
+// this appliance's own (own) and, as pairings come and go, its peers'.
+func clientCAs(own *x509.CertPool, node *mirror.Node) func() *x509.CertPool {
 	var (
 		mu   sync.Mutex
 		key  string
@@ -357,8 +373,7 @@ func clientCAs(own *x509.CertPool, ownPEM []byte, node *mirror.Node) func() *x50
 		mu.Lock()
 		defer mu.Unlock()
 		if k != key {
-			p := x509.NewCertPool()
-			p.AppendCertsFromPEM(ownPEM)
+			p := own.Clone()
 			for _, ca := range cas {
 				p.AppendCertsFromPEM(ca)
 			}

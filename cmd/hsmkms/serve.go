@@ -150,11 +150,7 @@ func serve(ctx context.Context, stop func(), cfg *config.Config) error {
 		MaxConns:         cfg.Server.MaxConnections,
 	}
 	if nd != nil {
-		ca, err := os.ReadFile(cfg.TLS.CA)
-		if err != nil {
-			return fmt.Errorf("read tls.ca of %s: %w", cfg.Path, err)
-		}
-		srv.ClientCAs = clientCAs(tlsCfg.ClientCAs, ca, nd)
+		srv.ClientCAs = clientCAs(tlsCfg.ClientCAs, nd)
 		metrics.WatchMirror(func() []admin.MirrorPeer {
 			var out []admin.MirrorPeer
 			for _, p := range nd.Status() {

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hsmkms/hsmkms/mirror"
 )
 
 // Mirroring targets of the issue.
@@ -140,7 +142,7 @@ func RunMirror(ctx context.Context, cfg Config) (*MirrorReport, error) {
 		return nil, fmt.Errorf("run mirror bench: %w", err)
 	}
 	rep.LagP50, rep.LagP99 = time.Duration(st.LagP50MS)*time.Millisecond, time.Duration(st.LagP99MS)*time.Millisecond
-	rep.LagSamples = min(lagWindow, rep.Local.Ops)
+	rep.LagSamples = min(mirror.LagWindow, rep.Local.Ops)
 
 	a.proc.stop()
 	if err := a.serveAt(ctx, cfg.Binary, "all", dir, a.addr); err != nil {
@@ -155,9 +157,6 @@ func RunMirror(ctx context.Context, cfg Config) (*MirrorReport, error) {
 	fmt.Fprintf(progress, "mirror: Create write_ack=all, %s: %s ops/s\n", clientsLabel(MaxClients), fmtRate(rep.All.Rate()))
 	return rep, nil
 }
-
-// lagWindow mirrors the number of lag samples a peer keeps (mirror.lagWindow).
-const lagWindow = 1024
 
 func (n *mirrored) serve(ctx context.Context, bin, ack, dir string) error {
 	cfg, err := n.app.clientTLS()
